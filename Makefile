@@ -1,0 +1,57 @@
+# A miniature InstructGPT. `make all` runs the whole pipeline on the default cpu preset; `make test` runs the
+# tests. Both create .venv and install requirements.txt on first use. PRESET=test make all: the whole chain
+# in about a minute. Each stage is a file target, so re-running `make all` redoes only what changed.
+
+PRESET ?= cpu
+PY := .venv/bin/python
+STAMP := .venv/.installed-stamp
+D := data/$(PRESET)
+O := out/$(PRESET)
+
+.PHONY: all test venv data pretrain sft reward ppo ppo_ptx evaluate bench clean
+
+all: evaluate
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+data: $(D)/meta.json
+$(D)/meta.json: $(STAMP) data/world.py data/labeler.py data/bpe.py
+	$(PY) data/world.py --preset $(PRESET)
+
+pretrain: $(O)/base.pt
+$(O)/base.pt: $(D)/meta.json pretrain.py model.py kernels.py
+	$(PY) pretrain.py --preset $(PRESET)
+
+sft: $(O)/sft.pt
+$(O)/sft.pt: $(O)/base.pt sft.py
+	$(PY) sft.py --preset $(PRESET)
+
+reward: $(O)/rm.pt
+$(O)/rm.pt: $(O)/sft.pt reward.py
+	$(PY) reward.py --preset $(PRESET)
+
+ppo: $(O)/ppo.pt
+$(O)/ppo.pt: $(O)/rm.pt ppo.py
+	$(PY) ppo.py --preset $(PRESET)
+
+ppo_ptx: $(O)/ppo_ptx.pt
+$(O)/ppo_ptx.pt: $(O)/rm.pt ppo.py
+	$(PY) ppo.py --preset $(PRESET) --ptx
+
+evaluate: $(O)/eval.json
+$(O)/eval.json: $(O)/ppo.pt $(O)/ppo_ptx.pt evaluate.py
+	$(PY) evaluate.py --preset $(PRESET)
+
+bench: $(STAMP)
+	$(PY) bench.py --preset $(PRESET)
+
+clean:
+	rm -rf out/$(PRESET) data/$(PRESET)

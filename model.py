@@ -1,0 +1,612 @@
+"""
+The GPT every stage shares, and the small pieces of machinery around it.
+
+This file is the "175B GPT-3" of our miniature: a GPT-2-style decoder (Radford et al. 2019) written out
+by hand so it can be read in one sitting beside the paper. Every stage script imports from here:
+
+    pretrain.py   GPT + AdamW on the corpus                  -> base.pt
+    sft.py        the same GPT on demonstrations (§3.5)      -> sft.pt
+    reward.py     the same body with a scalar head (§3.5)    -> rm.pt
+    ppo.py        policy / ref / value / rm (§3.5, eq. 2)    -> ppo.pt, ppo_ptx.pt
+    evaluate.py   sampling + log-probs for every model       -> eval.json
+
+What is here, top to bottom:
+  1. config and size presets        4. the hand-written log-prob       7. checkpoints (atomic, checked)
+  2. tokenizer and chat format      5. sampling with a KV cache         8. small helpers the scripts share
+  3. the model (attention by hand)  6. FLOPs / MFU
+
+The parameter names follow Hugging Face's GPT-2 (transformer.wte, .wpe, .h.N.ln_1, .attn.c_attn, .attn.c_proj,
+.ln_2, .mlp.c_fc, .mlp.c_proj, .ln_f, lm_head tied to wte), so a GPT-2 state dict could be mapped onto it
+(HF stores Conv1D weights transposed; transpose them when loading).
+"""
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Config and presets
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 3000
+    block_size: int = 256  # longest sequence (prompt + response) the model sees
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 192
+    dropout: float = 0.0
+    scalar_head: bool = False  # True for the reward model and the value model: one number per position
+
+
+# Model shapes per preset. Training hyper-parameters live in each stage script's own config.
+# cpu: ~2.8M parameters, sized so pretraining fits in ~8 minutes on 2 cores (see README "Performance").
+# gpu: ~30M parameters for one 24 GB GPU (bf16 autocast); exercised on CPU for one step by the tests.
+MODEL_PRESETS = {
+    "test": dict(block_size=256, n_layer=2, n_head=2, n_embd=32),
+    "cpu": dict(block_size=256, n_layer=4, n_head=4, n_embd=192),
+    "gpu": dict(block_size=512, n_layer=8, n_head=8, n_embd=512),
+}
+PRESETS = tuple(MODEL_PRESETS)
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Tokenizer and the chat format
+# ---------------------------------------------------------------------------------------------------------
+# A byte-level BPE trained on the corpus by data/bpe.py and loaded as a tiktoken.Encoding. Three special
+# tokens: documents end with <|endoftext|>; an instruction is "<|user|>{prompt}<|assistant|>{response}<|endoftext|>".
+# The corpus never contains <|user|> or <|assistant|>: the chat format is something only SFT teaches.
+
+EOT, USER, ASSISTANT = "<|endoftext|>", "<|user|>", "<|assistant|>"
+
+
+def data_dir(preset):
+    return os.path.join(ROOT, "data", preset)
+
+
+def load_tokenizer(preset):
+    """The preset's tiktoken.Encoding, built from data/<preset>/tokenizer.bpe."""
+    from data.bpe import encoding, load_ranks
+
+    path = os.path.join(data_dir(preset), "tokenizer.bpe")
+    if not os.path.exists(path):
+        die(f"{os.path.relpath(path)} not found: run `python data/world.py --preset {preset}` first")
+    enc = encoding(load_ranks(path))
+    enc.tokenizer_id = tokenizer_id(path)  # stored in every checkpoint and checked on load
+    return enc
+
+
+def tokenizer_id(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def encode_prompt(enc, prompt):
+    """Token ids of "<|user|>{prompt}<|assistant|>": what the policy is conditioned on."""
+    return [enc.encode_single_token(USER)] + enc.encode_ordinary(prompt) + [enc.encode_single_token(ASSISTANT)]
+
+
+def encode_response(enc, response):
+    """Token ids of "{response}<|endoftext|>": what the policy writes, EOT included (it decides when to stop)."""
+    return enc.encode_ordinary(response) + [enc.eot_token]
+
+
+def decode(enc, ids):
+    """Text of a response, stopping at the first <|endoftext|>."""
+    ids = list(ids)
+    if enc.eot_token in ids:
+        ids = ids[: ids.index(enc.eot_token)]
+    return enc.decode(ids)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. The model
+# ---------------------------------------------------------------------------------------------------------
+
+
+def attention(q, k, v, key_mask=None, dropout_p=0.0, training=False):
+    """Causal scaled dot-product attention, written out (Vaswani et al. 2017, eq. 1).
+
+    q: (B, nh, Tq, hs) queries for the LAST Tq positions of a sequence whose keys/values k, v are (B, nh, Tk, hs),
+    Tk >= Tq (Tk > Tq when a KV cache holds earlier positions). key_mask: (B, Tk) bool, False at padding keys.
+    """
+    Tq, Tk, hs = q.size(-2), k.size(-2), q.size(-1)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, Tq, Tk) scores Q·Kᵀ/√d
+    # causal mask: query i (absolute position Tk-Tq+i) may look at keys j <= Tk-Tq+i
+    causal = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)  # (Tq, Tk)
+    allowed = causal if key_mask is None else causal & key_mask[:, None, None, :]  # (B, 1, Tq, Tk)
+    att = att.masked_fill(~allowed, float("-inf"))
+    att = torch.softmax(att, dim=-1)
+    att = torch.nan_to_num(att)  # a query with no allowed key at all (a padding query) gets zeros, not NaNs
+    att = F.dropout(att, p=dropout_p, training=training)
+    return att @ v  # (B, nh, Tq, hs)
+
+
+# Which attention runs: "readable" (above), "sdpa" (torch's fused kernel, the same math) or "triton" (our
+# flash-attention kernel in kernels.py, CUDA only). set_attention_impl() changes it; tests compare them.
+ATTN_IMPL = "readable"
+
+
+def set_attention_impl(name):
+    global ATTN_IMPL
+    assert name in ("readable", "sdpa", "triton"), name
+    ATTN_IMPL = name
+
+
+def default_attention_impl(device):
+    """triton flash attention on CUDA when importable, torch's fused SDPA on CPU (same math, ~2x faster here)."""
+    if str(device).startswith("cuda"):
+        try:
+            import kernels
+
+            if kernels.HAVE_TRITON:
+                return "triton"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # Q, K, V projections in one matmul
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)  # heads concatenated, then projected
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, key_mask=None, cache=None):
+        B, T, C = x.size()
+        nh, hs = self.n_head, C // self.n_head
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:  # generation: append this step's keys/values to the ones already computed
+            k, v = cache.append(self, k, v)  # (B, nh, T_past + T, hs)
+        p = self.dropout if self.training else 0.0
+        if ATTN_IMPL == "triton" and key_mask is None and cache is None:
+            import kernels
+
+            y = kernels.flash_attention(q, k, v)
+        elif ATTN_IMPL == "readable":
+            y = attention(q, k, v, key_mask, p, self.training)
+        else:  # sdpa: the same math fused by torch; masks are passed as one boolean (B, 1, Tq, Tk) tensor
+            Tk = k.size(-2)
+            if key_mask is None and T == Tk:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            else:
+                allowed = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
+                if key_mask is not None:
+                    allowed = allowed & key_mask[:, None, None, :]
+                    allowed = allowed | ~allowed.any(-1, keepdim=True)  # padding queries: attend anywhere
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C) heads side by side
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, key_mask=None, cache=None):
+        x = x + self.attn(self.ln_1(x), key_mask, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),  # token embeddings
+                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),  # learned position embeddings
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+                ln_f=nn.LayerNorm(cfg.n_embd),
+            )
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying (Press & Wolf 2017), as GPT-2
+        # GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.scalar_head:  # reward / value head: N(0, 1/sqrt(d+1)), bias 0 (Stiennon et al. 2020 detail)
+            self.score_head = nn.Linear(cfg.n_embd, 1)
+            nn.init.normal_(self.score_head.weight, std=1 / math.sqrt(cfg.n_embd + 1))
+            nn.init.zeros_(self.score_head.bias)
+
+    def _init_weights(self, m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self):
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel()  # as nanoGPT: position embeddings not counted
+
+    def forward(self, idx, pos=None, key_mask=None, cache=None):
+        """Final hidden states (B, T, C) after ln_f. idx: (B, T) token ids.
+
+        pos: (B, T) position ids (default 0..T-1; left-padded generation passes its own),
+        key_mask: (B, T_total) bool, False at padding, cache: a KVCache during generation.
+        """
+        B, T = idx.size()
+        if pos is None:
+            pos = torch.arange(T, device=idx.device).expand(B, T)
+        assert pos.max() < self.cfg.block_size, f"sequence longer than block_size {self.cfg.block_size}"
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, key_mask, cache)
+        if cache is not None:
+            cache.length += T
+        return self.transformer.ln_f(x)  # (B, T, C)
+
+    def logits(self, h):
+        return self.lm_head(h)  # (B, T, V)
+
+    def logprobs(self, idx, targets, temperature=1.0):
+        """log π(targets[t] | idx[:t+1]) for every position: (B, T). See token_logprobs."""
+        return token_logprobs(self(idx) / temperature, self.lm_head.weight, targets)
+
+    def scores(self, idx):
+        """The scalar head read at every position: (B, T). Reward model r_θ and value model V."""
+        return self.score_head(self(idx)).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Log-probabilities of the tokens actually in a sequence
+# ---------------------------------------------------------------------------------------------------------
+# Every stage needs log π(y_t | x, y_<t) for the tokens y_t that are there, never the whole distribution.
+# log_softmax(z)[y] = z[y] - logsumexp(z): one gather and one reduction, no (B, T, V) log_softmax copy.
+
+
+def token_logprobs_readable(logits, targets):
+    """logits: (..., V), targets: (...) -> (...). The formula, nothing else."""
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (...) z[y]
+    return picked - torch.logsumexp(logits, dim=-1)  # (...) z[y] - log Σ_v exp z[v]
+
+
+# Use the fused / chunked versions in kernels.py (the same math, less memory). set False to read the math.
+USE_KERNELS = True
+
+
+def token_logprobs(h, weight, targets):
+    """log softmax(h @ weightᵀ)[targets]: h (..., C), weight (V, C), targets (...) -> (...).
+
+    Fast path (kernels.linear_logprob): computes the logits chunk by chunk and recomputes them in the
+    backward pass, so neither the (B, T, V) logits nor their softmax is ever stored.
+    """
+    if USE_KERNELS:
+        import kernels
+
+        shape = targets.shape
+        out = kernels.linear_logprob(h.reshape(-1, h.size(-1)), weight, targets.reshape(-1))
+        return out.view(shape)
+    return token_logprobs_readable(h @ weight.t(), targets)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Sampling with a KV cache
+# ---------------------------------------------------------------------------------------------------------
+# Prompts of different lengths share a batch by LEFT padding: every prompt ends at the same column, so each
+# step appends one column for all rows. Padding keys are masked out and each row's position ids start at 0
+# at its first real token, so a padded row computes exactly what it would alone.
+
+
+class KVCache:
+    """Keys and values of every layer for the positions generated so far, preallocated: (B, nh, T_max, hs)."""
+
+    def __init__(self, model, B, T_max, device, dtype):
+        cfg = model.cfg
+        hs = cfg.n_embd // cfg.n_head
+        self.k = {id(b.attn): torch.zeros(B, cfg.n_head, T_max, hs, device=device, dtype=dtype) for b in model.transformer.h}
+        self.v = {key: torch.zeros_like(t) for key, t in self.k.items()}
+        self.length = 0  # positions filled (advanced by GPT.forward after all layers have appended)
+
+    def append(self, attn, k, v):
+        key, T = id(attn), k.size(2)
+        self.k[key][:, :, self.length : self.length + T] = k
+        self.v[key][:, :, self.length : self.length + T] = v
+        return self.k[key][:, :, : self.length + T], self.v[key][:, :, : self.length + T]
+
+    def keep(self, rows):
+        """Drop finished rows so no more compute is spent on them. rows: (B',) indices to keep."""
+        self.k = {key: t[rows] for key, t in self.k.items()}
+        self.v = {key: t[rows] for key, t in self.v.items()}
+
+
+def left_pad(seqs, pad_id, device):
+    """list of id lists -> idx (B, T) left-padded, key_mask (B, T) bool, pos (B, T) per-row positions."""
+    T = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), T, dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        idx[i, T - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, T - len(s) :] = True
+    pos = (mask.long().cumsum(1) - 1).clamp(min=0)
+    return idx.to(device), mask.to(device), pos.to(device)
+
+
+def sample_next(logits, temperature, top_k, generator):
+    """logits (B, V) -> next token ids (B,). temperature 0 = greedy."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, generator=None, eot=None):
+    """Sample a response for each prompt (a list of token-id lists), with a KV cache.
+
+    Returns a list of response token lists; a response that ended includes its final <|endoftext|>.
+    Rows that have finished are dropped from the batch, so no compute is spent on them.
+    """
+    device = next(model.parameters()).device
+    assert eot is not None, "pass eot=enc.eot_token"
+    idx, mask, pos = left_pad(prompts, eot, device)
+    B, T0 = idx.shape
+    T_max = min(T0 + max_new_tokens, model.cfg.block_size)
+    cache = KVCache(model, B, T_max, device, next(model.parameters()).dtype)
+    out = [[] for _ in range(B)]
+    alive = torch.arange(B, device=device)  # which original rows are still being generated
+    h = model(idx, pos, mask, cache)[:, -1]  # (B, C) prefill: the whole prompt in one pass
+    next_pos = pos[:, -1] + 1  # (B,)
+    n_new = T_max - T0
+    for step in range(n_new):
+        tok = sample_next(model.logits(h), temperature, top_k, generator)  # (B',)
+        for r, t in zip(alive.tolist(), tok.tolist()):
+            out[r].append(t)
+        done = tok == eot
+        if step == n_new - 1 or done.all():
+            break
+        if done.any():  # compact: keep only unfinished rows in the batch and the cache
+            keep = (~done).nonzero().squeeze(-1)
+            alive, tok, mask, next_pos = alive[keep], tok[keep], mask[keep], next_pos[keep]
+            cache.keep(keep)
+        mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=torch.bool, device=device)], 1)
+        h = model(tok[:, None], next_pos[:, None], mask, cache)[:, -1]  # (B', C) one new position
+        next_pos = next_pos + 1
+    return out
+
+
+@torch.no_grad()
+def generate_nocache(model, prompts, max_new_tokens, eot):
+    """Greedy decoding that recomputes the whole sequence each step, one prompt at a time: the reference the
+    KV-cache path is tested against (and the baseline bench.py measures it against)."""
+    device = next(model.parameters()).device
+    outs = []
+    for p in prompts:
+        seq = list(p)
+        for _ in range(min(max_new_tokens, model.cfg.block_size - len(p))):
+            h = model(torch.tensor([seq], device=device))[:, -1]
+            t = int(model.logits(h).argmax(-1))
+            seq.append(t)
+            if t == eot:
+                break
+        outs.append(seq[len(p) :])
+    return outs
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. FLOPs and model FLOPs utilisation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def flops_per_token(cfg, n_params, T):
+    """Training FLOPs per token: 6N for the weights plus 12·L·C·T for attention (PaLM, Chowdhery et al. 2022,
+    appendix B). N excludes the embeddings' lookup but includes the (tied) output head matmul."""
+    return 6 * n_params + 12 * cfg.n_layer * cfg.n_embd * T
+
+
+def measure_matmul_flops(n=1024, reps=10):
+    """This machine's fp32 matmul peak, FLOP/s, measured (the denominator of MFU)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. Checkpoints: atomic writes, config and tokenizer inside, checked on load
+# ---------------------------------------------------------------------------------------------------------
+
+
+def die(msg):
+    """Stop with one clear line (no traceback) that says what to do."""
+    raise SystemExit(f"error: {msg}")
+
+
+def save_checkpoint(path, model, preset, stage, tokenizer_id, extra=None):
+    """Write {model, config, tokenizer, preset, stage, extra} to path atomically: temp file, then rename."""
+    ckpt = dict(
+        model=model.state_dict(),
+        config=asdict(model.cfg),
+        tokenizer=tokenizer_id,
+        preset=preset,
+        stage=stage,
+        extra=extra or {},
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
+
+
+def load_checkpoint(path, run_hint, tokenizer_id=None, device="cpu", scalar_head=None):
+    """Load a checkpoint into a fresh GPT. run_hint: the command that makes the file, named in the error.
+
+    scalar_head: None keeps the checkpoint's head; True/False converts (an LM checkpoint becomes the
+    initialisation of a reward model: the body is kept and a new scalar head is added).
+    """
+    if not os.path.exists(path):
+        die(f"{path} not found: run `{run_hint}` first")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        cfg = GPTConfig(**ckpt["config"])
+    except Exception as e:  # truncated, corrupt, or not ours
+        die(f"{path} is not a readable checkpoint ({type(e).__name__}): delete it and run `{run_hint}` again")
+    if tokenizer_id is not None and ckpt["tokenizer"] != tokenizer_id:
+        die(f"{path} was trained with another tokenizer ({ckpt['tokenizer']} != {tokenizer_id}): "
+            f"the world in data/{ckpt['preset']} was regenerated; run `{run_hint}` again")
+    state = ckpt["model"]
+    converted = scalar_head is not None and scalar_head != cfg.scalar_head
+    if converted:
+        cfg.scalar_head = scalar_head
+        state = {k: v for k, v in state.items() if not k.startswith("score_head")}
+    model = GPT(cfg).to(device)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (converted and k.startswith("score_head"))]
+    if missing or unexpected:
+        die(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]}): run `{run_hint}` again")
+    return model, ckpt
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 8. Small helpers the stage scripts share
+# ---------------------------------------------------------------------------------------------------------
+
+
+def get_device(name="auto"):
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        die("--device cuda asked for, but torch sees no GPU: use --device cpu")
+    return name
+
+
+def set_seed(seed):
+    torch.manual_seed(seed)
+
+
+def read_jsonl(path, preset):
+    if not os.path.exists(path):
+        die(f"{os.path.relpath(path)} not found: run `python data/world.py --preset {preset}` first")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def configure_optimizer(model, lr, weight_decay=0.1, betas=(0.9, 0.95)):
+    """AdamW with weight decay on matrices only (embeddings and linear weights), none on biases and LayerNorm
+    gains, as nanoGPT does."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def cosine_lr(step, total, lr, warmup=0, min_ratio=0.1):
+    """Linear warmup, then cosine decay from lr to min_ratio·lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Progress:
+    """Prints a line every `every` steps: step, the caller's numbers, tokens/s and ETA."""
+
+    def __init__(self, total, every, name):
+        self.total, self.every, self.name = total, every, name
+        self.t0 = time.time()
+        self.tokens = 0
+
+    def step(self, i, tokens=0, **numbers):
+        self.tokens += tokens
+        if i % self.every and i != self.total - 1:
+            return
+        dt = time.time() - self.t0
+        eta = dt / (i + 1) * (self.total - i - 1)
+        parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()]
+        tps = f" | {self.tokens / max(dt, 1e-9):,.0f} tok/s" if self.tokens else ""
+        print(f"[{self.name}] {i + 1}/{self.total} | " + " | ".join(parts) + f"{tps} | {dt:.0f}s, ETA {eta:.0f}s",
+              flush=True)
+
+
+def plot_curves(path, curves, title, xlabel="step"):
+    """curves: {label: (xs, ys)} -> one PNG (Agg backend, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def stage_args(description, extra=None):
+    """The flags every stage script shares: --preset, --out, --seed, --device (the issue's contract)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--preset", default="cpu", choices=PRESETS)
+    p.add_argument("--out", default=None, help="output dir (default out/<preset>)")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def override(cfg, args):
+    """Flags that were given override the preset's dataclass fields of the same name."""
+    for k, v in vars(args).items():
+        if v is not None and hasattr(cfg, k):
+            setattr(cfg, k, v)
+    return cfg

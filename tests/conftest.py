@@ -1,0 +1,9 @@
+"""Shared pytest setup: run from the repo root's modules, and Triton's CPU interpreter where there is no GPU."""
+import os
+import sys
+
+# Must be set before triton is first imported anywhere (kernels.py imports it lazily).
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
