@@ -101,6 +101,12 @@ def encode_response(enc, response):
     return enc.encode_ordinary(response) + [enc.eot_token]
 
 
+def encode_chat(enc, prompt, response):
+    """Token ids of a whole conversation, and how many of them are the prompt (whose loss SFT masks)."""
+    p = encode_prompt(enc, prompt)
+    return p + encode_response(enc, response), len(p)
+
+
 def decode(enc, ids):
     """Text of a response, stopping at the first <|endoftext|>."""
     ids = list(ids)
@@ -409,6 +415,36 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, generator
 
 
 @torch.no_grad()
+def respond(model, enc, prompts, max_new_tokens, temperature=0.0, top_k=0, generator=None, batch_size=64):
+    """Responses (token-id lists, EOT included when it was emitted) to a list of prompt strings.
+
+    Prompts are batched by length (less padding); the answers come back in the order of the prompts.
+    """
+    was_training = model.training
+    model.eval()
+    ids = [encode_prompt(enc, p) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = [None] * len(ids)
+    for s in range(0, len(order), batch_size):
+        rows = order[s : s + batch_size]
+        for i, r in zip(rows, generate(model, [ids[i] for i in rows], max_new_tokens, temperature, top_k,
+                                       generator, eot=enc.eot_token)):
+            out[i] = r
+    model.train(was_training)
+    return out
+
+
+def right_pad(seqs, pad_id, device):
+    """list of id lists -> idx (B, T) right-padded, lengths (B,). With causal attention, padding placed AFTER
+    the real tokens cannot change them, so training and scoring need no attention mask."""
+    T = max(len(s) for s in seqs)
+    idx = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        idx[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return idx.to(device), torch.tensor([len(s) for s in seqs], device=device)
+
+
+@torch.no_grad()
 def generate_nocache(model, prompts, max_new_tokens, eot):
     """Greedy decoding that recomputes the whole sequence each step, one prompt at a time: the reference the
     KV-cache path is tested against (and the baseline bench.py measures it against)."""
@@ -474,9 +510,11 @@ def save_checkpoint(path, model, preset, stage, tokenizer_id, extra=None):
     os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half of one
 
 
-def load_checkpoint(path, run_hint, tokenizer_id=None, device="cpu", scalar_head=None):
+def load_checkpoint(path, run_hint, tokenizer_id=None, device="cpu", scalar_head=None, dropout=None):
     """Load a checkpoint into a fresh GPT. run_hint: the command that makes the file, named in the error.
 
+    dropout: None keeps the checkpoint's; a number sets it for the stage that continues training (SFT uses
+    dropout; RL turns it off everywhere).
     scalar_head: None keeps the checkpoint's head; True/False converts (an LM checkpoint becomes the
     initialisation of a reward model: the body is kept and a new scalar head is added).
     """
@@ -490,6 +528,8 @@ def load_checkpoint(path, run_hint, tokenizer_id=None, device="cpu", scalar_head
     if tokenizer_id is not None and ckpt["tokenizer"] != tokenizer_id:
         die(f"{path} was trained with another tokenizer ({ckpt['tokenizer']} != {tokenizer_id}): "
             f"the world in data/{ckpt['preset']} was regenerated; run `{run_hint}` again")
+    if dropout is not None:
+        cfg.dropout = dropout
     state = ckpt["model"]
     converted = scalar_head is not None and scalar_head != cfg.scalar_head
     if converted:

@@ -1,0 +1,375 @@
+"""
+Step 3 of InstructGPT (Figure 2): optimise the policy against the reward model with PPO (and PPO-ptx).
+
+Paper §3.5 "Reinforcement learning (RL)", eq. (2):
+
+    objective(φ) = E_(x,y)~π_φ^RL [ r_θ(x, y) − β · log( π_φ^RL(y|x) / π^SFT(y|x) ) ]  +  γ · E_x~D_pretrain [ log π_φ^RL(x) ]
+
+β = kl_coef (paper 0.02), γ = ptx_coef (0 for "PPO", > 0 for "PPO-ptx"). The policy starts from SFT, the value
+model from the RM; the reference π^SFT (`ref`) and the RM (`rm`) are frozen.
+
+    python ppo.py --preset cpu                       # PPO, ~5 min on 2 CPU cores -> ppo.pt
+    python ppo.py --preset cpu --ptx                 # PPO-ptx (ptx_coef from the preset) -> ppo_ptx.pt
+    python ppo.py --preset cpu --kl-coef 0 --out out/cpu-nokl     # the over-optimisation exercise
+    python ppo.py --preset cpu --rounds 2            # iterated RLHF: after each PPO round, reward.py collects
+                                                     # comparisons from the new policy and retrains the RM
+
+Reads  out/<preset>/sft.pt, rm.pt, data/<preset>/ppo_prompts.jsonl, dev_prompts.jsonl, corpus.txt (ptx)
+Writes out/<preset>/ppo.pt (or ppo_ptx.pt), ppo_log.jsonl (ppo_ptx_log.jsonl), ppo_metrics.json, ppo_curves.png
+
+One iteration (CleanRL's ppo.py, adapted to language as in Ziegler et al. 2019 and Stiennon et al. 2020):
+  1. Rollout: sample a response y to each of a batch of prompts x from the policy (temperature 1, KV cache).
+  2. Score: r_θ(x, y) at the final <|endoftext|>; a response that never emits EOT gets a fixed low score instead
+     (the "EOS trick": otherwise the policy can learn to ramble past the length limit).
+  3. Per-token reward: r_t = −β·(log π(y_t) − log π_ref(y_t)) on every response token, plus r_θ on the last one.
+  4. Advantages by GAE (γ = 1, λ = 0.95) against the value model; returns = advantages + values; advantages
+     whitened over the batch.
+  5. Several epochs of minibatch updates: clipped surrogate (ε = 0.2), clipped value loss, gradient clipping,
+     and for PPO-ptx γ times the LM loss on a batch of the pretraining corpus.
+  Log-probs are recomputed with the sampling temperature; dropout is off in all four models.
+The simulated labeler's gold score of the rollouts is LOGGED ONLY: it never enters a loss.
+
+Keeping the run where gold rises: the RM is a proxy, and pushed far enough a policy finds what the RM gets wrong
+(Gao et al. 2022). We stop at a KL budget (nats per response) and keep the checkpoint whose greedy answers on
+the dev prompts the simulated labelers like best (as the paper's labelers judged validation outputs).
+
+Deviations from the paper:
+  1. Scale: ~2.4M-parameter policy, a few thousand prompt samples (paper: 175B, 256k episodes).
+  2. A KL budget and checkpoint choice on dev prompts judged by the labelers (the paper picks by RM score and
+     labeler preference on validation prompts); the eval prompts never choose anything.
+  3. ptx_coef: the paper's γ = 27.8 multiplies a per-token LM loss summed to its own scale; ours is a mean
+     per-token loss beside a per-token PPO loss, so the value that fits here is different (see Config).
+  4. The value model is a separate network initialised from the RM (as the paper), trained with the policy by
+     one optimiser; learning rate ~1e-5 (the paper uses 9.65e-6 for 1.3B).
+"""
+
+import copy
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import model as M
+from data.labeler import gold
+
+
+@dataclass
+class Config:
+    iterations: int = 60
+    batch_prompts: int = 64  # rollouts per iteration
+    ppo_epochs: int = 2
+    minibatch: int = 16
+    lr: float = 1e-5
+    kl_coef: float = 0.02  # β
+    adaptive_kl: bool = False  # Ziegler et al. 2019 controller toward target_kl
+    target_kl: float = 1.0  # nats per response, for the adaptive controller
+    kl_budget: float = 3.0  # stop when the rollouts' KL to ref exceeds this (nats per response); 0 = never
+    ptx_coef: float = 0.0  # γ; set by --ptx to ptx_default
+    ptx_default: float = 1.0
+    ptx_batch: int = 8
+    clip: float = 0.2  # ε of the clipped surrogate
+    vf_clip: float = 0.2
+    vf_coef: float = 0.5
+    gamma: float = 1.0
+    lam: float = 0.95
+    temperature: float = 1.0
+    max_new_tokens: int = 48
+    no_eos_score: float = -3.0  # the "EOS trick"
+    grad_clip: float = 1.0
+    eval_every: int = 5  # dev prompts judged every N iterations (checkpoint choice)
+    dev_prompts: int = 150
+    rounds: int = 1
+
+
+PRESETS = {
+    "test": Config(iterations=6, batch_prompts=16, minibatch=8, lr=1e-4, max_new_tokens=24, eval_every=3,
+                   dev_prompts=20, kl_budget=0.0, ptx_batch=2),
+    "cpu": Config(),
+    "gpu": Config(iterations=400, batch_prompts=512, minibatch=64, lr=1e-5, ppo_epochs=4, max_new_tokens=128,
+                  eval_every=20, dev_prompts=500, ptx_batch=32),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pieces of one iteration, each a plain function with a test
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build_sequences(enc, prompt_ids, responses, device):
+    """prompt + response, right-padded: ids (B, L), and resp_mask (B, L-1) marking the positions j whose
+    *target* ids[:, j+1] is a response token. Log-probs, values and rewards all live on those positions."""
+    seqs = [p + r for p, r in zip(prompt_ids, responses)]
+    ids, _ = M.right_pad(seqs, enc.eot_token, device)  # (B, L)
+    j = torch.arange(ids.size(1) - 1, device=device)[None, :]  # (1, L-1)
+    start = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)[:, None]  # first response target - 1
+    n = torch.tensor([len(r) for r in responses], device=device)[:, None]
+    return ids, ((j >= start) & (j < start + n)).float()  # (B, L), (B, L-1)
+
+
+def forward_policy(policy, ids, temperature):
+    """log π(ids[:, j+1] | ids[:, :j+1]) at temperature T: (B, L-1), and the hidden states for entropy."""
+    h = policy(ids[:, :-1])  # (B, L-1, C)
+    return M.token_logprobs(h / temperature, policy.lm_head.weight, ids[:, 1:]), h
+
+
+def per_token_rewards(logp, ref_logp, score, mask, kl_coef):
+    """r_t = −β (log π − log π_ref) on response tokens; the sequence score r_θ(x, y) added on the last one.
+
+    logp, ref_logp, mask: (B, L-1); score: (B,). Returns rewards (B, L-1) and the KL term (B, L-1).
+    """
+    kl = (logp - ref_logp) * mask  # (B, L-1) per-token log-ratio, zero outside the response
+    rewards = -kl_coef * kl
+    last = (mask * torch.arange(mask.size(1), device=mask.device)).argmax(1)  # (B,) last response position
+    rewards[torch.arange(mask.size(0)), last] += score
+    return rewards, kl
+
+
+def gae(rewards, values, mask, gamma, lam):
+    """Generalised advantage estimation (Schulman et al. 2016) along each response.
+
+    δ_t = r_t + γ V_{t+1} − V_t,  A_t = δ_t + γλ A_{t+1}; V after the last response token is 0 (the episode
+    ends). rewards, values, mask: (B, L-1). Returns advantages and returns (= advantages + values).
+    """
+    B, L = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(B, device=rewards.device)
+    for t in reversed(range(L)):
+        nxt_mask = mask[:, t + 1] if t + 1 < L else torch.zeros(B, device=rewards.device)
+        next_value = values[:, t + 1] * nxt_mask if t + 1 < L else torch.zeros(B, device=rewards.device)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last * nxt_mask
+        adv[:, t] = last * mask[:, t]
+    return adv, (adv + values) * mask
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum()
+
+
+def whiten(x, mask, eps=1e-8):
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def ppo_losses(logp, old_logp, adv, values, old_values, returns, mask, clip, vf_clip):
+    """The clipped surrogate and the clipped value loss (Schulman et al. 2017, eq. 7; value clipping as in
+    OpenAI baselines). All (B, L-1), averaged over response tokens."""
+    ratio = torch.exp(logp - old_logp)  # π_φ / π_φ_old, exactly 1 before the first update of an iteration
+    pg1 = -adv * ratio
+    pg2 = -adv * torch.clamp(ratio, 1 - clip, 1 + clip)
+    pg_loss = masked_mean(torch.max(pg1, pg2), mask)
+    v_clipped = old_values + torch.clamp(values - old_values, -vf_clip, vf_clip)
+    vf_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+    with torch.no_grad():
+        stats = dict(clipfrac=masked_mean(((ratio - 1).abs() > clip).float(), mask).item(),
+                     approx_kl=masked_mean((ratio - 1) - torch.log(ratio), mask).item(),  # k3 estimator
+                     ratio=masked_mean(ratio, mask).item())
+    return pg_loss, vf_loss, stats
+
+
+@torch.no_grad()
+def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
+    """Sample, score, and compute everything the update needs (no gradients here). The gold labeler is NOT
+    called here: it only logs, after the update, in log_gold()."""
+    prompt_ids = [M.encode_prompt(enc, r["prompt"]) for r in records]
+    responses = M.generate(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature, 0, gen, eot=enc.eot_token)
+    ended = torch.tensor([len(r) > 0 and r[-1] == enc.eot_token for r in responses], device=device)
+    ids, mask = build_sequences(enc, prompt_ids, responses, device)
+    logp, h = forward_policy(policy, ids, cfg.temperature)
+    ref_logp, _ = forward_policy(ref, ids, cfg.temperature)
+    values = value.scores(ids[:, :-1]) * mask  # (B, L-1) V(state before each response token)
+    last = (mask * torch.arange(mask.size(1), device=device)).argmax(1)  # (B,)
+    # r_θ(x, y) read at the last real token (the EOT), EOS trick for responses that did not end
+    score = rm.scores(ids)[torch.arange(len(records)), last + 1]
+    score = torch.where(ended, score, torch.full_like(score, cfg.no_eos_score))
+    logits = policy.logits(h) / cfg.temperature  # (B, L-1, V), only for the entropy log
+    entropy = masked_mean(-(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1), mask)
+    return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, ended=ended,
+                responses=responses, entropy=entropy.item())
+
+
+def ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx_batches, rng):
+    """Several epochs of minibatch PPO steps on one rollout batch. Returns mean stats of the steps."""
+    stats = []
+    B = batch["ids"].size(0)
+    for epoch in range(cfg.ppo_epochs):
+        order = torch.randperm(B, generator=rng)
+        for s in range(0, B, cfg.minibatch):
+            i = order[s : s + cfg.minibatch]
+            ids, mask = batch["ids"][i], batch["mask"][i]
+            logp, _ = forward_policy(policy, ids, cfg.temperature)
+            values = value.scores(ids[:, :-1])
+            pg_loss, vf_loss, st = ppo_losses(logp, batch["logp"][i], adv[i], values, batch["values"][i],
+                                              returns[i], mask, cfg.clip, cfg.vf_clip)
+            loss = pg_loss + cfg.vf_coef * vf_loss
+            if cfg.ptx_coef > 0:  # PPO-ptx: + γ · E_pretrain[log π(x)], i.e. − γ · LM loss
+                x = next(ptx_batches)
+                ptx_loss = -policy.logprobs(x[:, :-1], x[:, 1:]).mean()
+                loss = loss + cfg.ptx_coef * ptx_loss
+                st["ptx_loss"] = ptx_loss.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(policy.parameters()) + list(value.parameters()), cfg.grad_clip)
+            opt.step()
+            st.update(pg_loss=pg_loss.item(), vf_loss=vf_loss.item())
+            stats.append(st)
+    return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
+
+
+def log_gold(records, texts):
+    """The simulated labeler's judgement of the rollouts: logged to show what RLHF hides, never a loss."""
+    return float(np.mean([gold(r, t)["total"] for r, t in zip(records, texts)]))
+
+
+@torch.no_grad()
+def dev_eval(policy, enc, records, cfg):
+    """Greedy answers on dev prompts judged by the simulated labelers: used to choose the checkpoint."""
+    outs = M.respond(policy, enc, [r["prompt"] for r in records], cfg.max_new_tokens, temperature=0)
+    judged = [gold(r, M.decode(enc, o)) for r, o in zip(records, outs)]
+    return dict(dev_gold=float(np.mean([g["total"] for g in judged])),
+                dev_correct=float(np.mean([bool(g["correct"]) for g in judged])),
+                dev_abstain=float(np.mean([bool(g["abstain"]) for g in judged])))
+
+
+def corpus_batches(preset, enc, B, T, seed):
+    """Endless random windows of the pretraining corpus, for PPO-ptx."""
+    path = os.path.join(M.data_dir(preset), "corpus.txt")
+    with open(path, encoding="utf-8") as f:
+        tokens = torch.tensor(enc.encode(f.read(), allowed_special={M.EOT}))
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        starts = torch.randint(0, len(tokens) - T - 1, (B,), generator=g)
+        yield torch.stack([tokens[s : s + T + 1] for s in starts])
+
+
+def train(cfg, args, out, name, device, enc, round_=1):
+    """One PPO run: policy from sft.pt (round 1) or the previous round's policy; returns its metrics."""
+    hint = lambda s: f"python {s} --preset {args.preset}"  # noqa: E731
+    ddir = M.data_dir(args.preset)
+    load = lambda f, h, **kw: M.load_checkpoint(os.path.join(out, f), hint(h), enc.tokenizer_id, device, dropout=0.0, **kw)[0]  # noqa: E731
+    policy = load("sft.pt" if round_ == 1 else f"{name}.pt", "sft.py" if round_ == 1 else "ppo.py")
+    ref = load("sft.pt", "sft.py")
+    rm = load("rm.pt", "reward.py")
+    value = load("rm.pt", "reward.py")  # value model initialised from the RM (paper §3.5)
+    for m in (ref, rm):
+        m.requires_grad_(False)
+    for m in (policy, ref, rm, value):
+        m.eval()  # dropout off everywhere during RL
+    records = M.read_jsonl(os.path.join(ddir, "ppo_prompts.jsonl"), args.preset)
+    dev = M.read_jsonl(os.path.join(ddir, "dev_prompts.jsonl"), args.preset)[: cfg.dev_prompts]
+    opt = torch.optim.AdamW(list(policy.parameters()) + list(value.parameters()), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator(device=device).manual_seed(args.seed + round_)
+    rng = torch.Generator().manual_seed(args.seed + round_)
+    prng = random.Random(args.seed + round_)
+    ptx = corpus_batches(args.preset, enc, cfg.ptx_batch, policy.cfg.block_size, args.seed) if cfg.ptx_coef > 0 else None
+    kl_coef = cfg.kl_coef
+    log_path = os.path.join(out, f"{name}_log.jsonl")
+    logf = open(log_path, "w" if round_ == 1 else "a")
+    first = dev_eval(policy, enc, dev, cfg)
+    best = (first["dev_gold"], copy.deepcopy(policy.state_dict()), 0, 0.0)
+    print(f"[{name}] round {round_}: dev gold before PPO {first['dev_gold']:+.3f}")
+    progress = M.Progress(cfg.iterations, 1, name)
+    it_done = 0
+    for it in range(cfg.iterations):
+        batch_records = prng.sample(records, cfg.batch_prompts)
+        batch = rollout(policy, ref, rm, value, enc, batch_records, cfg, gen, device)
+        rewards, kl = per_token_rewards(batch["logp"], batch["ref_logp"], batch["score"], batch["mask"], kl_coef)
+        adv, returns = gae(rewards, batch["values"], batch["mask"], cfg.gamma, cfg.lam)
+        adv = whiten(adv, batch["mask"])
+        stats = ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx, rng)
+        # ---- logging (after the update; gold is judged here and nowhere else) ----
+        texts = [M.decode(enc, r) for r in batch["responses"]]
+        seq_kl = kl.sum(1).mean().item()  # nats per response, E[log π(y|x) − log π_ref(y|x)]
+        top, top_n = Counter(texts).most_common(1)[0]
+        row = dict(round=round_, iter=it, rm_score=batch["score"].mean().item(), gold=log_gold(batch_records, texts),
+                   kl=seq_kl, kl_coef=kl_coef, entropy=batch["entropy"], resp_len=batch["mask"].sum(1).mean().item(),
+                   no_eos=1 - batch["ended"].float().mean().item(), distinct=len(set(texts)) / len(texts),
+                   top_response=top, top_share=top_n / len(texts), **stats)
+        if cfg.adaptive_kl:  # Ziegler et al. 2019: β ← β (1 + K_β e), e = clip(KL/target − 1, ±0.2)
+            kl_coef *= 1 + 0.1 * float(np.clip(seq_kl / cfg.target_kl - 1, -0.2, 0.2))
+        if (it + 1) % cfg.eval_every == 0 or it == cfg.iterations - 1:
+            row.update(dev_eval(policy, enc, dev, cfg))
+            if row["dev_gold"] > best[0] and (cfg.kl_budget <= 0 or seq_kl <= cfg.kl_budget):
+                best = (row["dev_gold"], copy.deepcopy(policy.state_dict()), it + 1, seq_kl)
+        logf.write(json.dumps(row) + "\n")
+        logf.flush()
+        progress.step(it, rm=row["rm_score"], gold=row["gold"], kl=seq_kl, ent=row["entropy"],
+                      clip=row["clipfrac"], len=row["resp_len"], **({"dev": row["dev_gold"]} if "dev_gold" in row else {}))
+        it_done = it + 1
+        if cfg.kl_budget > 0 and seq_kl > cfg.kl_budget:
+            print(f"[{name}] KL {seq_kl:.2f} > budget {cfg.kl_budget}: stopping")
+            break
+    logf.close()
+    policy.load_state_dict(best[1])
+    print(f"[{name}] keeping iteration {best[2]} (dev gold {best[0]:+.3f}, KL {best[3]:.2f})")
+    M.save_checkpoint(os.path.join(out, f"{name}.pt"), policy, args.preset, name, enc.tokenizer_id,
+                      extra=dict(round=round_, iteration=best[2], kl=best[3], dev_gold=best[0]))
+    return dict(round=round_, chosen_iteration=best[2], chosen_kl=best[3], chosen_dev_gold=best[0],
+                dev_gold_before=first["dev_gold"], iterations_run=it_done)
+
+
+def plot(out, name):
+    rows = [json.loads(line) for line in open(os.path.join(out, f"{name}_log.jsonl"))]
+    x = list(range(len(rows)))
+    curves = {k: (x, [r[k] for r in rows]) for k in ("rm_score", "gold", "kl", "entropy")}
+    dev = [(i, r["dev_gold"]) for i, r in enumerate(rows) if "dev_gold" in r]
+    curves["dev gold (greedy)"] = ([i for i, _ in dev], [v for _, v in dev])
+    M.plot_curves(os.path.join(out, f"{name}_curves.png"), curves, f"{name}: RM score, gold, KL per iteration",
+                  xlabel="iteration")
+
+
+def main():
+    p = M.stage_args(__doc__.split("\n")[1])
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--kl-coef", dest="kl_coef", type=float)
+    p.add_argument("--kl-budget", dest="kl_budget", type=float, help="stop above this KL (nats); 0 = never")
+    p.add_argument("--adaptive-kl", dest="adaptive_kl", action="store_const", const=True)
+    p.add_argument("--target-kl", dest="target_kl", type=float)
+    p.add_argument("--ptx-coef", dest="ptx_coef", type=float, help="γ of PPO-ptx (writes ppo_ptx.pt if > 0)")
+    p.add_argument("--ptx", action="store_true", help="PPO-ptx with the preset's ptx_coef")
+    p.add_argument("--no-eos-score", dest="no_eos_score", type=float)
+    p.add_argument("--rounds", type=int, help="iterated RLHF: repeat reward.py (new comparisons) + PPO")
+    args = p.parse_args()
+    cfg = M.override(PRESETS[args.preset], args)
+    if args.ptx and args.ptx_coef is None:
+        cfg.ptx_coef = cfg.ptx_default
+    name = "ppo_ptx" if cfg.ptx_coef > 0 else "ppo"
+    out = args.out or os.path.join("out", args.preset)
+    device = M.get_device(args.device)
+    M.set_seed(args.seed)
+    M.set_attention_impl(M.default_attention_impl(device))
+    enc = M.load_tokenizer(args.preset)
+    if args.out and not os.path.exists(os.path.join(out, "rm.pt")):  # e.g. --out out/cpu-nokl: reuse SFT and RM
+        src = os.path.join("out", args.preset)
+        os.makedirs(out, exist_ok=True)
+        for f in ("base.pt", "sft.pt", "rm.pt", "reward_metrics.json"):
+            if os.path.exists(os.path.join(src, f)):
+                os.symlink(os.path.abspath(os.path.join(src, f)), os.path.join(out, f))
+    t0 = time.time()
+    rounds = []
+    for r in range(1, cfg.rounds + 1):
+        if r > 1:  # step 2 again: comparisons from the current policy, RM continues training on old + new
+            cmd = [sys.executable, "reward.py", "--preset", args.preset, "--out", out, "--seed", str(args.seed),
+                   "--device", args.device, "--policy", f"{name}.pt", "--round", str(r)]
+            print("$ " + " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+        rounds.append(train(cfg, args, out, name, device, enc, r))
+    plot(out, name)
+    metrics = dict(rounds=rounds, seconds=time.time() - t0, config=asdict(cfg))
+    M.write_json(os.path.join(out, f"{name}_metrics.json"), metrics)
+    print(f"\n{name} took {metrics['seconds']:.0f}s; wrote {out}/{name}.pt, {name}_log.jsonl, {name}_curves.png")
+    print(f"next: python evaluate.py --preset {args.preset}" + (f" --out {out}" if args.out else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+"""
+Step 2 of InstructGPT (Figure 2): collect comparisons and train the reward model r_θ.
+
+Paper §3.5 "Reward modeling (RM)": labelers rank K = 4..9 responses to one prompt; that gives C(K,2)
+comparisons, and "we train on all C(K,2) comparisons from each prompt as a single batch element", so each
+response goes through the RM once (faster, and it does not overfit as pairs shuffled apart do). Eq. (1):
+
+    loss(θ) = −1/C(K,2) · E_(x, y_w, y_l)~D [ log σ( r_θ(x, y_w) − r_θ(x, y_l) ) ]
+
+"Finally, since the RM loss is invariant to shifts in reward, we normalize the reward model using a bias so
+that the labeler demonstrations achieve a mean score of 0 before doing RL."
+
+    python reward.py --preset cpu                                  # ~6-8 min on 2 CPU cores
+    python reward.py --preset cpu --policy ppo.pt --round 2        # iterated RLHF: new comparisons from the PPO
+                                                                   # policy, RM training continues on old + new
+
+Reads  out/<preset>/sft.pt, base.pt (and --policy), data/<preset>/rm_prompts.jsonl, sft.jsonl, dev_prompts.jsonl
+Writes out/<preset>/rm.pt, comparisons.jsonl, reward_metrics.json, reward_curves.png
+
+Steps:
+  1. Collect: for each prompt draw K in 4..9 and sample K responses from a mix of policies (SFT at T = 1, SFT at
+     a higher temperature, the base model prompted in the chat format), plus, for some prompts, one or two
+     labeler-written contrast answers (a right answer, a wrong one, "I don't know", a verbose one). The
+     simulated labeler ranks them. Everything goes to comparisons.jsonl — open it to see what the RM learns.
+  2. Train: RM = SFT body + a scalar head read at the final <|endoftext|>; eq. (1), all pairs of a prompt in
+     one batch element, each response forwarded once; the epoch with the best held-out accuracy is kept.
+  3. Normalise: shift the head's bias so the demonstrations score mean 0.
+  4. Measure: held-out pairwise accuracy vs the noisy labels and vs the gold order, next to the ceiling (two
+     independent simulated labelers' agreement), and a probe on controlled pairs that differ in one thing.
+
+Deviations from the paper:
+  1. Scale: a ~2.4M-parameter RM initialised from our SFT model (paper: 6B RM, from a GPT-3 model fine-tuned on
+     public NLP data), a few thousand prompts (paper: ~33k).
+  2. Contrast answers: in the paper, labelers ranked samples of several models. Our SFT model is right so often
+     about common entities that its samples almost never show the mistakes the RM must learn to punish (a
+     wrong fact, "I don't know" where the answer is known); some prompts therefore get one or two labeler-
+     written contrast answers among their K responses. They are marked "contrast" in comparisons.jsonl.
+  3. Epochs: the paper trains 1 epoch (its RM overfits after that). Ours sees each comparison a few times and we
+     keep the epoch with the best held-out accuracy: with this little data, one epoch leaves the RM unable to
+     tell a right fact from a wrong one (measured by the probe).
+  4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
+     paper's 73% inter-labeler agreement.
+"""
+
+import copy
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from itertools import combinations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import model as M
+from data.labeler import agreement, contrasts, gold, probe_pairs, rank
+
+
+@dataclass
+class Config:
+    n_prompts: int = 3000  # comparison prompts used (rm_prompts.jsonl holds more on bigger presets)
+    k_min: int = 4
+    k_max: int = 9
+    hot_temperature: float = 1.4  # "SFT at a higher temperature"
+    p_base: float = 0.15  # share of responses from the base model in chat format
+    p_hot: float = 0.25  # share from SFT at the higher temperature (the rest: SFT at T = 1)
+    p_contrast: float = 0.6  # chance a prompt gets labeler-written contrast answers
+    max_new_tokens: int = 64
+    val_fraction: float = 0.1
+    epochs: int = 3
+    batch_prompts: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    probe_per_kind: int = 50
+    log_every: int = 25
+
+
+PRESETS = {
+    "test": Config(n_prompts=120, epochs=2, batch_prompts=8, max_new_tokens=24, probe_per_kind=10, log_every=5),
+    "cpu": Config(),
+    "gpu": Config(n_prompts=33000, epochs=1, batch_prompts=64, lr=9e-6, probe_per_kind=200, log_every=50),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Collecting comparisons
+# ---------------------------------------------------------------------------------------------------------
+
+
+def collect(policies, enc, records, cfg, rng, gen, round_=1):
+    """Sample K responses per prompt from a mix of policies and have a simulated labeler rank them.
+
+    policies: {name: (model, temperature)}. Returns one dict per prompt (a line of comparisons.jsonl).
+    Sampling is batched per policy so every batch is full; rows that finish early stop costing compute.
+    """
+    names = list(policies)
+    weights = [policies[n][2] for n in names]
+    slots = []  # (prompt index, policy name) for every sampled response
+    items = []
+    for i, r in enumerate(records):
+        K = rng.randint(cfg.k_min, cfg.k_max)
+        extra = []
+        if rng.random() < cfg.p_contrast:
+            c = contrasts(r, rng)
+            extra = rng.sample(sorted(c.items()), k=min(len(c), rng.choice([1, 2])))
+        items.append(dict(id=r["id"], round=round_, prompt=r["prompt"], task=r["task"], record=r,
+                          responses=[text for _, text in extra], sources=[f"contrast:{k}" for k, _ in extra]))
+        for _ in range(K - len(extra)):
+            slots.append((i, rng.choices(names, weights)[0]))
+    t0, n_tokens = time.time(), 0
+    for name in names:
+        m, temperature, _ = policies[name]
+        mine = [i for i, n in slots if n == name]
+        outs = M.respond(m, enc, [records[i]["prompt"] for i in mine], cfg.max_new_tokens, temperature,
+                         generator=gen, batch_size=128)
+        for i, o in zip(mine, outs):
+            items[i]["responses"].append(M.decode(enc, o))
+            items[i]["sources"].append(name if o and o[-1] == enc.eot_token else name + ":no-eos")
+            n_tokens += len(o)
+        print(f"[collect] {name}: {len(mine)} responses, {n_tokens / (time.time() - t0):,.0f} tok/s so far", flush=True)
+    nprng = np.random.default_rng(rng.randint(0, 2**31))
+    for it in items:
+        it["gold"] = [round(gold(it["record"], y)["total"], 4) for y in it["responses"]]  # analysis only
+        it["ranking"] = [int(j) for j in rank(it["record"], it["responses"], nprng)]  # best first
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. The reward model and eq. (1)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def rm_scores(rm, enc, prompts_and_responses, device):
+    """r_θ(x, y) for a list of (prompt, response): the scalar head read at the final <|endoftext|> token.
+
+    Sequences are right-padded, so padding comes after the EOT and (causal attention) cannot change it.
+    """
+    seqs = [M.encode_chat(enc, x, y)[0] for x, y in prompts_and_responses]
+    idx, lengths = M.right_pad(seqs, enc.eot_token, device)  # (B, T), (B,)
+    return rm.scores(idx).gather(1, (lengths - 1)[:, None]).squeeze(1)  # (B,) score at the last real token
+
+
+def pairs_of(ranking):
+    """All C(K,2) (winner, loser) index pairs implied by a best-first ranking."""
+    return [(ranking[a], ranking[b]) for a, b in combinations(range(len(ranking)), 2)]
+
+
+def rm_loss(scores, groups):
+    """Eq. (1). scores: (N,) one per response of the batch; groups: per prompt, (offset, ranking).
+
+    Each prompt is one batch element: the mean over its C(K,2) pairs of −log σ(r_w − r_l); then the mean over
+    prompts. Returns (loss, accuracy on the pairs).
+    """
+    win, lose, weight = [], [], []
+    for offset, ranking in groups:
+        pairs = pairs_of(ranking)
+        win += [offset + w for w, _ in pairs]
+        lose += [offset + l for _, l in pairs]
+        weight += [1.0 / len(pairs)] * len(pairs)  # 1/C(K,2)
+    win, lose = torch.tensor(win, device=scores.device), torch.tensor(lose, device=scores.device)
+    weight = torch.tensor(weight, device=scores.device)
+    margin = scores[win] - scores[lose]  # r(x, y_w) − r(x, y_l)
+    loss = (weight * -F.logsigmoid(margin)).sum() / len(groups)
+    return loss, (margin > 0).float().mean().item()
+
+
+def batch_loss(rm, enc, items, device):
+    """Forward every response of the batch's prompts exactly once, then eq. (1) over all their pairs."""
+    flat, groups = [], []
+    for it in items:
+        groups.append((len(flat), it["ranking"]))
+        flat += [(it["prompt"], y) for y in it["responses"]]
+    return rm_loss(rm_scores(rm, enc, flat, device), groups)
+
+
+@torch.no_grad()
+def evaluate_rm(rm, enc, items, device, rng):
+    """Held-out pairwise accuracy vs the noisy labels, vs gold (pairs whose gold differs), and the ceiling."""
+    rm.eval()
+    vs_label, vs_gold, losses = [], [], []
+    for s in range(0, len(items), 32):
+        chunk = items[s : s + 32]
+        flat, groups = [], []
+        for it in chunk:
+            groups.append((len(flat), it["ranking"]))
+            flat += [(it["prompt"], y) for y in it["responses"]]
+        scores = rm_scores(rm, enc, flat, device).tolist()
+        losses.append(rm_loss(torch.tensor(scores), groups)[0].item())
+        for (offset, ranking), it in zip(groups, chunk):
+            for w, l in pairs_of(ranking):
+                vs_label.append(scores[offset + w] > scores[offset + l])
+                if it["gold"][w] != it["gold"][l]:
+                    better_w = it["gold"][w] > it["gold"][l]
+                    vs_gold.append((scores[offset + w] > scores[offset + l]) == better_w)
+    rm.train()
+    return dict(loss=float(np.mean(losses)), acc_vs_labels=float(np.mean(vs_label)), acc_vs_gold=float(np.mean(vs_gold)))
+
+
+@torch.no_grad()
+def run_probe(rm, enc, records, cfg, rng, device):
+    """RM accuracy on controlled pairs that differ in one thing only (right vs wrong fact, right vs "I don't
+    know", ...). Overall accuracy can hide an RM that learned style instead of truth; this cannot."""
+    rm.eval()
+    pairs = probe_pairs(records, rng, cfg.probe_per_kind)
+    better = rm_scores(rm, enc, [(r["prompt"], b) for _, r, b, _ in pairs], device)
+    worse = rm_scores(rm, enc, [(r["prompt"], w) for _, r, _, w in pairs], device)
+    result = {}
+    for kind in sorted({k for k, *_ in pairs}):
+        sel = [i for i, (k, *_) in enumerate(pairs) if k == kind]
+        result[kind] = dict(acc=float((better[sel] > worse[sel]).float().mean()), n=len(sel),
+                            mean_better=float(better[sel].mean()), mean_worse=float(worse[sel].mean()))
+    rm.train()
+    return result
+
+
+@torch.no_grad()
+def normalise(rm, enc, demos, device):
+    """Shift the head's bias so the labelers' demonstrations score mean 0 (paper §3.5). Returns the shift."""
+    rm.eval()
+    scores = torch.cat([rm_scores(rm, enc, [(d["prompt"], d["response"]) for d in demos[i : i + 64]], device)
+                        for i in range(0, len(demos), 64)])
+    shift = scores.mean().item()
+    rm.score_head.bias -= shift
+    return shift
+
+
+def labeler_ceiling(items, rng):
+    """How often two independent simulated labelers agree on a pair of these responses (the paper: 72.6%)."""
+    return agreement([(it["record"], it["responses"]) for it in items], np.random.default_rng(rng.randint(0, 2**31)))
+
+
+def main():
+    p = M.stage_args(__doc__.split("\n")[1])
+    p.add_argument("--n-prompts", dest="n_prompts", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--k-max", dest="k_max", type=int, help="largest K (set --k-min 2 --k-max 2 for pairs only)")
+    p.add_argument("--k-min", dest="k_min", type=int)
+    p.add_argument("--p-contrast", dest="p_contrast", type=float)
+    p.add_argument("--policy", default=None, help="iterated RLHF: sample new comparisons from this checkpoint "
+                                                   "(e.g. ppo.pt) and continue training rm.pt on old + new")
+    p.add_argument("--round", type=int, default=1)
+    args = p.parse_args()
+    cfg = M.override(PRESETS[args.preset], args)
+    out = args.out or os.path.join("out", args.preset)
+    device = M.get_device(args.device)
+    M.set_seed(args.seed + args.round)
+    M.set_attention_impl(M.default_attention_impl(device))
+    rng = random.Random(args.seed + args.round)
+    gen = torch.Generator(device=device).manual_seed(args.seed + args.round)
+    enc = M.load_tokenizer(args.preset)
+    ddir = M.data_dir(args.preset)
+    hint = lambda script: f"python {script} --preset {args.preset}"  # noqa: E731
+    t_start = time.time()
+
+    # ---- 1. collect comparisons ----
+    sft, _ = M.load_checkpoint(os.path.join(out, "sft.pt"), hint("sft.py"), enc.tokenizer_id, device, dropout=0.0)
+    records = M.read_jsonl(os.path.join(ddir, "rm_prompts.jsonl"), args.preset)
+    comp_path = os.path.join(out, "comparisons.jsonl")
+    if args.round == 1:
+        base, _ = M.load_checkpoint(os.path.join(out, "base.pt"), hint("pretrain.py"), enc.tokenizer_id, device)
+        policies = {"sft": (sft, 1.0, 1 - cfg.p_base - cfg.p_hot), f"sft@T{cfg.hot_temperature}":
+                    (sft, cfg.hot_temperature, cfg.p_hot), "base": (base, 1.0, cfg.p_base)}
+        old = []
+    else:  # iterated RLHF: fresh comparisons from the current policy, ranked by the labelers
+        policy, _ = M.load_checkpoint(os.path.join(out, args.policy), hint("ppo.py"), enc.tokenizer_id, device)
+        policies = {f"round{args.round}:policy": (policy, 1.0, 0.75), "sft": (sft, 1.0, 0.25)}
+        old = M.read_jsonl(comp_path, args.preset)
+    rng.shuffle(records)
+    records = records[: cfg.n_prompts]
+    print(f"collecting comparisons for {len(records)} prompts, K in {cfg.k_min}..{cfg.k_max}, "
+          f"policies {list(policies)}")
+    items = collect(policies, enc, records, cfg, rng, gen, args.round)
+    n_val = max(2, int(len(items) * cfg.val_fraction))
+    for i, it in enumerate(items):
+        it["split"] = "val" if i < n_val else "train"
+    all_items = old + items
+    with open(comp_path + ".tmp", "w") as f:
+        for it in all_items:
+            f.write(json.dumps(it) + "\n")
+    os.replace(comp_path + ".tmp", comp_path)
+    collect_time = time.time() - t_start
+    train = [it for it in all_items if it["split"] == "train"]
+    val = [it for it in all_items if it["split"] == "val"]
+    ties = np.mean([len(set(it["gold"])) == 1 for it in items])
+    ceiling = labeler_ceiling(val, rng)
+    print(f"{len(train)} training / {len(val)} held-out prompts, {sum(len(pairs_of(i['ranking'])) for i in train)} "
+          f"training comparisons; all-K-tied prompts {ties:.1%}; labeler agreement (ceiling) {ceiling:.3f}; "
+          f"collect took {collect_time:.0f}s")
+
+    # ---- 2. train the RM: SFT body + scalar head (or continue the previous round's RM) ----
+    if args.round == 1:
+        rm, _ = M.load_checkpoint(os.path.join(out, "sft.pt"), hint("sft.py"), enc.tokenizer_id, device,
+                                  scalar_head=True, dropout=0.0)
+    else:
+        rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), hint("reward.py"), enc.tokenizer_id, device)
+    del sft, policies
+    opt = M.configure_optimizer(rm, cfg.lr, cfg.weight_decay)
+    steps_per_epoch = (len(train) + cfg.batch_prompts - 1) // cfg.batch_prompts
+    total = cfg.epochs * steps_per_epoch
+    progress = M.Progress(total, cfg.log_every, "rm")
+    probe_records = M.read_jsonl(os.path.join(ddir, "dev_prompts.jsonl"), args.preset)
+    log = dict(step=[], loss=[], acc=[], epoch=[], val_acc=[], val_gold_acc=[], val_loss=[])
+    first = evaluate_rm(rm, enc, val, device, rng)
+    best = (first["acc_vs_labels"], copy.deepcopy(rm.state_dict()), 0, first)
+    step = 0
+    for epoch in range(cfg.epochs):
+        rng.shuffle(train)
+        for s in range(0, len(train), cfg.batch_prompts):
+            for g in opt.param_groups:
+                g["lr"] = M.cosine_lr(step, total, cfg.lr, warmup=10, min_ratio=0.1)
+            loss, acc = batch_loss(rm, enc, train[s : s + cfg.batch_prompts], device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)
+            opt.step()
+            log["step"].append(step)
+            log["loss"].append(loss.item())
+            log["acc"].append(acc)
+            progress.step(step, loss=loss.item(), acc=acc, epoch=epoch)
+            step += 1
+        ev = evaluate_rm(rm, enc, val, device, rng)
+        for k, v in [("epoch", epoch + 1), ("val_acc", ev["acc_vs_labels"]), ("val_gold_acc", ev["acc_vs_gold"]),
+                     ("val_loss", ev["loss"])]:
+            log[k].append(v)
+        print(f"epoch {epoch + 1}: held-out loss {ev['loss']:.3f}, accuracy vs labels {ev['acc_vs_labels']:.3f}, "
+              f"vs gold {ev['acc_vs_gold']:.3f} (ceiling {ceiling:.3f})")
+        if ev["acc_vs_labels"] > best[0]:
+            best = (ev["acc_vs_labels"], copy.deepcopy(rm.state_dict()), epoch + 1, ev)
+    rm.load_state_dict(best[1])
+    print(f"keeping epoch {best[2]}")
+
+    # ---- 3. normalise: demonstrations score mean 0 ----
+    demos = M.read_jsonl(os.path.join(ddir, "sft.jsonl"), args.preset)[:500]
+    shift = normalise(rm, enc, demos, device)
+
+    # ---- 4. measure: the probe on controlled pairs ----
+    probe = run_probe(rm, enc, probe_records, cfg, random.Random(0), device)
+    print(f"\nRM probe on controlled pairs (target >= 0.90 each):\n{'kind':36s} {'acc':>6s} {'n':>4s} "
+          f"{'r(better)':>10s} {'r(worse)':>9s}")
+    for kind, v in probe.items():
+        print(f"{kind:36s} {v['acc']:6.2f} {v['n']:4d} {v['mean_better']:10.2f} {v['mean_worse']:9.2f}")
+
+    M.save_checkpoint(os.path.join(out, "rm.pt"), rm, args.preset, "reward", enc.tokenizer_id,
+                      extra=dict(round=args.round, bias_shift=shift, epoch=best[2]))
+    M.plot_curves(os.path.join(out, "reward_curves.png"),
+                  {"train loss": (log["step"], log["loss"]),
+                   "held-out acc vs labels": ([e * steps_per_epoch for e in log["epoch"]], log["val_acc"]),
+                   "held-out acc vs gold": ([e * steps_per_epoch for e in log["epoch"]], log["val_gold_acc"]),
+                   "labeler agreement (ceiling)": ([0, total], [ceiling, ceiling])},
+                  "reward model: eq. (1) loss and pairwise accuracy")
+    total_time = time.time() - t_start
+    metrics = dict(round=args.round, acc_vs_labels=best[3]["acc_vs_labels"], acc_vs_gold=best[3]["acc_vs_gold"],
+                   heldout_loss=best[3]["loss"], labeler_agreement=ceiling, chosen_epoch=best[2],
+                   epochs=log["epoch"], val_acc=log["val_acc"], val_gold_acc=log["val_gold_acc"],
+                   all_tied_share=float(ties), n_train_prompts=len(train), n_val_prompts=len(val),
+                   bias_shift=shift, probe=probe, collect_seconds=collect_time, total_seconds=total_time,
+                   config=asdict(cfg))
+    M.write_json(os.path.join(out, "reward_metrics.json"), metrics)
+    print(f"\nRM held-out accuracy {metrics['acc_vs_labels']:.3f} vs labels (ceiling {ceiling:.3f}), "
+          f"{metrics['acc_vs_gold']:.3f} vs gold; took {total_time:.0f}s (collect {collect_time:.0f}s)")
+    print(f"wrote {out}/rm.pt, comparisons.jsonl, reward_metrics.json, reward_curves.png")
+    print(f"next: python ppo.py --preset {args.preset}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""
+Step 1 of InstructGPT (Figure 2): supervised fine-tuning (SFT) on labeler demonstrations.
+
+Paper §3.5 "Supervised fine-tuning (SFT)": "We fine-tune GPT-3 on our labeler demonstrations using supervised
+learning. We trained for 16 epochs, using a cosine learning rate decay, and residual dropout of 0.2. We do our
+final SFT model selection based on the RM score on the validation set."
+
+    python sft.py --preset cpu                 # ~2-3 min on 2 CPU cores
+    python sft.py --preset test
+
+Reads  out/<preset>/base.pt, data/<preset>/sft.jsonl, dev_prompts.jsonl, eval_prompts.jsonl (samples only)
+Writes out/<preset>/sft.pt, sft_metrics.json, sft_loss.png
+
+The loss is the LM loss on the response tokens and the final <|endoftext|> only:
+    L_SFT = −(1/|y|) Σ_t log π(y_t | x, y_<t)          (prompt tokens x are masked out)
+so the model learns to *answer* in the chat format "<|user|>{x}<|assistant|>{y}<|endoftext|>", not to
+write prompts.
+
+Deviations from the paper:
+  1. Scale: a ~2.4M-parameter base model and ~4k demonstrations (paper: 175B, ~13k), a few epochs (paper: 16),
+     so that SFT fits in ~3 minutes on a CPU. Dropout 0.1 (paper 0.2): with few epochs there is little to
+     regularise.
+  2. Checkpoint selection: the paper picks the epoch with the best RM score on a validation set, but our RM is
+     trained on samples of this very SFT model, so it does not exist yet. We keep the epoch whose greedy
+     answers on the small dev set score best with the simulated labelers (as the paper's labelers judged
+     validation outputs). The eval prompts are never used to choose anything.
+  3. Validation loss on held-out demonstrations is logged every epoch, as the paper's appendix does (it notes
+     SFT overfits on validation loss after 1 epoch while more epochs still help preference scores).
+"""
+
+import copy
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+import model as M
+from data.labeler import gold
+
+
+@dataclass
+class Config:
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup: int = 20
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    dropout: float = 0.1
+    val_fraction: float = 0.05
+    max_new_tokens: int = 64
+    dev_prompts: int = 200  # how many dev prompts judge each epoch (checkpoint choice)
+    log_every: int = 25
+
+
+PRESETS = {
+    "test": Config(epochs=2, batch_size=16, lr=1e-3, warmup=2, dev_prompts=30, log_every=5, max_new_tokens=32),
+    "cpu": Config(),
+    "gpu": Config(epochs=16, batch_size=32, lr=1e-4, warmup=100, dropout=0.2, dev_prompts=500, log_every=50),
+}
+
+
+def make_examples(enc, records):
+    """Each demonstration -> (token ids of the whole conversation, number of prompt tokens)."""
+    return [M.encode_chat(enc, r["prompt"], r["response"]) for r in records]
+
+
+def sft_loss(model, examples, device):
+    """Mean −log π over response tokens (and the final EOT) of a batch; prompt tokens are masked.
+
+    ids: (B, T) right-padded; inputs ids[:, :-1] predict targets ids[:, 1:]. Target position t is counted when
+    it lies inside the response: n_prompt <= t+1 < length.
+    """
+    ids, lengths = M.right_pad([e[0] for e in examples], 0, device)  # (B, T), (B,)
+    n_prompt = torch.tensor([e[1] for e in examples], device=device)  # (B,)
+    logp = model.logprobs(ids[:, :-1], ids[:, 1:])  # (B, T-1)
+    t = torch.arange(1, ids.size(1), device=device)[None, :]  # (1, T-1) index of each target token
+    mask = (t >= n_prompt[:, None]) & (t < lengths[:, None])  # (B, T-1) response targets only
+    return -(logp * mask).sum() / mask.sum(), int(mask.sum())
+
+
+@torch.no_grad()
+def dev_gold(model, enc, records, max_new_tokens):
+    """Mean gold total of the model's greedy answers on dev prompts (the simulated labelers judge)."""
+    outs = M.respond(model, enc, [r["prompt"] for r in records], max_new_tokens, temperature=0)
+    return float(np.mean([gold(r, M.decode(enc, o))["total"] for r, o in zip(records, outs)]))
+
+
+def main():
+    p = M.stage_args(__doc__.split("\n")[1])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--dropout", type=float)
+    args = p.parse_args()
+    cfg = M.override(PRESETS[args.preset], args)
+    out = args.out or os.path.join("out", args.preset)
+    device = M.get_device(args.device)
+    M.set_seed(args.seed)
+    M.set_attention_impl(M.default_attention_impl(device))
+    rng = random.Random(args.seed)
+
+    enc = M.load_tokenizer(args.preset)
+    ddir = M.data_dir(args.preset)
+    model, _ = M.load_checkpoint(os.path.join(out, "base.pt"), f"python pretrain.py --preset {args.preset}",
+                                 enc.tokenizer_id, device, dropout=cfg.dropout)
+    records = M.read_jsonl(os.path.join(ddir, "sft.jsonl"), args.preset)
+    dev = M.read_jsonl(os.path.join(ddir, "dev_prompts.jsonl"), args.preset)[: cfg.dev_prompts]
+    rng.shuffle(records)
+    n_val = max(1, int(len(records) * cfg.val_fraction))
+    val, train = make_examples(enc, records[:n_val]), make_examples(enc, records[n_val:])
+    steps_per_epoch = (len(train) + cfg.batch_size - 1) // cfg.batch_size
+    total = cfg.epochs * steps_per_epoch
+    print(f"{len(train)} demonstrations for training, {len(val)} for validation, {len(dev)} dev prompts; "
+          f"{cfg.epochs} epochs x {steps_per_epoch} steps")
+
+    opt = M.configure_optimizer(model, cfg.lr, cfg.weight_decay)
+    progress = M.Progress(total, cfg.log_every, "sft")
+    log = dict(step=[], train=[], epoch=[], val=[], dev_gold=[])
+    best = (-float("inf"), None, -1)
+    t0 = time.time()
+    step = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        rng.shuffle(train)
+        for s in range(0, len(train), cfg.batch_size):
+            for g in opt.param_groups:
+                g["lr"] = M.cosine_lr(step, total, cfg.lr, cfg.warmup, min_ratio=0.0)
+            loss, n_tok = sft_loss(model, train[s : s + cfg.batch_size], device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            log["step"].append(step)
+            log["train"].append(loss.item())
+            progress.step(step, n_tok, loss=loss.item(), epoch=epoch)
+            step += 1
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(np.mean([sft_loss(model, val[i : i + 64], device)[0].item() for i in range(0, len(val), 64)]))
+        score = dev_gold(model, enc, dev, cfg.max_new_tokens)
+        log["epoch"].append(epoch + 1)
+        log["val"].append(val_loss)
+        log["dev_gold"].append(score)
+        print(f"epoch {epoch + 1}: validation loss {val_loss:.3f}, dev gold {score:+.3f}")
+        if score > best[0]:
+            best = (score, copy.deepcopy(model.state_dict()), epoch + 1)
+    train_time = time.time() - t0
+
+    model.load_state_dict(best[1])
+    model.eval()
+    print(f"keeping epoch {best[2]} (best dev gold {best[0]:+.3f})")
+    model.cfg.dropout = 0.0  # later stages run without dropout unless they ask for it
+    M.save_checkpoint(os.path.join(out, "sft.pt"), model, args.preset, "sft", enc.tokenizer_id,
+                      extra=dict(epoch=best[2]))
+    M.plot_curves(os.path.join(out, "sft_loss.png"),
+                  {"train": (log["step"], log["train"]),
+                   "validation": ([e * steps_per_epoch - 1 for e in log["epoch"]], log["val"])},
+                  "SFT loss on response tokens (nats/token)")
+
+    print("\n--- samples on held-out eval prompts (greedy) ---")
+    evals = M.read_jsonl(os.path.join(ddir, "eval_prompts.jsonl"), args.preset)
+    shown = list({r["task"]: r for r in evals}.values())[:8]
+    for r, o in zip(shown, M.respond(model, enc, [r["prompt"] for r in shown], cfg.max_new_tokens)):
+        text = M.decode(enc, o)
+        print(f"[{r['task']}] {r['prompt']!r}\n   -> {text!r}  (gold {gold(r, text)['total']:+.2f})")
+
+    metrics = dict(val_loss=log["val"], dev_gold=log["dev_gold"], chosen_epoch=best[2], train_seconds=train_time,
+                   tokens_per_s=progress.tokens / train_time, config=asdict(cfg))
+    M.write_json(os.path.join(out, "sft_metrics.json"), metrics)
+    print(f"\nSFT took {train_time:.0f}s; wrote {out}/sft.pt, sft_metrics.json, sft_loss.png")
+    print(f"next: python reward.py --preset {args.preset}")
+
+
+if __name__ == "__main__":
+    main()

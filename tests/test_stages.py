@@ -1,0 +1,203 @@
+"""Unit tests of the stage scripts' pieces: the SFT mask, eq. (1), RM reading and normalisation, GAE, the
+clipped losses, where the KL penalty and the score land, and the evaluation statistics."""
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import evaluate
+import model as M
+import ppo
+import reward
+import sft
+from data.bpe import encoding, train
+
+
+@pytest.fixture(scope="module")
+def enc():
+    text = "The red fox runs to the river. Dorvan is a baker. What is 3 + 4? It is 7. " * 20
+    return encoding(train(text, 300))
+
+
+def tiny(enc, scalar_head=False):
+    torch.manual_seed(0)
+    cfg = M.GPTConfig(vocab_size=enc.n_vocab, block_size=64, n_layer=1, n_head=2, n_embd=16, scalar_head=scalar_head)
+    return M.GPT(cfg).eval()
+
+
+# ---------------------------------------------------------------------------------------------- SFT
+
+
+class TargetTable(torch.nn.Module):
+    """A stand-in 'model' whose log-prob of a target depends on the target token only."""
+
+    def __init__(self, V):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(V))
+
+    def logprobs(self, idx, targets):
+        return self.table[targets]
+
+
+def test_sft_loss_ignores_prompt_tokens():
+    m = TargetTable(50)
+    ex = [([1, 2, 3, 4, 10, 11, 0], 4), ([5, 6, 12, 0], 2)]  # (ids, n_prompt): responses are [10, 11, 0], [12, 0]
+    base, n = sft.sft_loss(m, ex, "cpu")
+    assert n == 5
+    changed_prompt = [([1, 7, 8, 4, 10, 11, 0], 4), ([5, 9, 12, 0], 2)]
+    assert torch.equal(sft.sft_loss(m, changed_prompt, "cpu")[0], base)
+    changed_response = [([1, 2, 3, 4, 13, 11, 0], 4), ([5, 6, 12, 0], 2)]
+    assert not torch.equal(sft.sft_loss(m, changed_response, "cpu")[0], base)
+    expected = -(m.table[[10, 11, 0, 12, 0]]).mean()
+    assert torch.allclose(base, expected)
+
+
+# ---------------------------------------------------------------------------------------------- reward model
+
+
+def test_rm_loss_matches_hand_computed_pairs():
+    scores = torch.tensor([2.0, 0.5, -1.0])
+    ranking = [1, 0, 2]  # the labeler put response 1 first, then 0, then 2
+    loss, acc = reward.rm_loss(scores, [(0, ranking)])
+    s = lambda x: -math.log(1 / (1 + math.exp(-x)))  # noqa: E731  −log σ(x)
+    expected = (s(0.5 - 2.0) + s(0.5 - (-1.0)) + s(2.0 - (-1.0))) / 3  # C(3,2) = 3 pairs, one batch element
+    assert abs(loss.item() - expected) < 1e-6
+    assert abs(acc - 2 / 3) < 1e-6
+
+
+def test_rm_loss_averages_prompts_not_pairs():
+    scores = torch.tensor([1.0, 0.0, 3.0, 2.0, 1.0, 0.0])
+    l1, _ = reward.rm_loss(scores[:2], [(0, [0, 1])])
+    l2, _ = reward.rm_loss(scores[2:], [(0, [0, 1, 2, 3])])
+    both, _ = reward.rm_loss(scores, [(0, [0, 1]), (2, [0, 1, 2, 3])])  # rankings index within a prompt
+    assert abs(both.item() - (l1.item() + l2.item()) / 2) < 1e-6
+
+
+def test_every_response_forwarded_once_per_step(enc, monkeypatch):
+    rm = tiny(enc, scalar_head=True)
+    calls = []
+    orig = rm.scores
+    monkeypatch.setattr(rm, "scores", lambda idx: calls.append(idx.size(0)) or orig(idx))
+    items = [dict(prompt="What is 3 + 4?", responses=["7", "It is 7.", "8", "no"], ranking=[1, 0, 3, 2]),
+             dict(prompt="Who is Dorvan?", responses=["a baker", "a fox", "the river", "red", "fox"],
+                  ranking=[0, 1, 2, 3, 4])]
+    loss, _ = reward.batch_loss(rm, enc, items, "cpu")
+    assert calls == [9]  # one forward, 4 + 5 responses, each once (not once per pair: 6 + 10 pairs)
+    loss.backward()
+
+
+def test_rm_score_ignores_padding(enc):
+    rm = tiny(enc, scalar_head=True)
+    alone = reward.rm_scores(rm, enc, [("What is 3 + 4?", "It is 7.")], "cpu")
+    padded = reward.rm_scores(rm, enc, [("What is 3 + 4?", "It is 7."), ("Who is Dorvan? " * 4, "A baker. " * 5)], "cpu")
+    assert torch.allclose(alone[0], padded[0], atol=1e-6)
+
+
+def test_normalisation_makes_demonstrations_mean_zero(enc):
+    rm = tiny(enc, scalar_head=True)
+    demos = [dict(prompt=f"What is {a} + 4?", response=f"It is {a + 4}.") for a in range(10)]
+    reward.normalise(rm, enc, demos, "cpu")
+    scores = reward.rm_scores(rm, enc, [(d["prompt"], d["response"]) for d in demos], "cpu")
+    assert abs(scores.mean().item()) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- PPO
+
+
+def test_gae_matches_hand_computed_4_step_example():
+    rewards = torch.tensor([[0.1, -0.2, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 0.4, 0.3, 0.2]])
+    mask = torch.ones(1, 4)
+    g, lam = 1.0, 0.95
+    d3 = 1.0 - 0.2  # last step: no next value
+    d2 = 0.0 + 0.2 - 0.3
+    d1 = -0.2 + 0.3 - 0.4
+    d0 = 0.1 + 0.4 - 0.5
+    a3 = d3
+    a2 = d2 + g * lam * a3
+    a1 = d1 + g * lam * a2
+    a0 = d0 + g * lam * a1
+    adv, ret = ppo.gae(rewards, values, mask, g, lam)
+    assert torch.allclose(adv, torch.tensor([[a0, a1, a2, a3]]), atol=1e-6)
+    assert torch.allclose(ret, adv + values, atol=1e-6)
+
+
+def test_gae_ignores_prompt_and_padding_positions():
+    rewards = torch.tensor([[9.0, 0.1, -0.2, 0.0, 1.0, 5.0]])
+    values = torch.tensor([[7.0, 0.5, 0.4, 0.3, 0.2, 3.0]])
+    mask = torch.tensor([[0.0, 1, 1, 1, 1, 0]])
+    adv, _ = ppo.gae(rewards, values, mask, 1.0, 0.95)
+    ref, _ = ppo.gae(rewards[:, 1:5], values[:, 1:5], mask[:, 1:5], 1.0, 0.95)
+    assert torch.allclose(adv[:, 1:5], ref) and adv[0, 0] == 0 and adv[0, 5] == 0
+
+
+def test_clipped_losses_match_hand_computed_values():
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1 (old log-probs are 0)
+    old = torch.zeros(1, 3)
+    adv = torch.tensor([[1.0, 1.0, -1.0]])
+    mask = torch.ones(1, 3)
+    values, old_values, returns = torch.tensor([[1.0, 0.0, 0.0]]), torch.zeros(1, 3), torch.tensor([[0.5, 1.0, 0.0]])
+    pg, vf, st = ppo.ppo_losses(logp, old, adv, values, old_values, returns, mask, 0.2, 0.2)
+    # per token max(−A r, −A clip(r)): A=1,r=1.5 -> max(-1.5, -1.2) = -1.2; A=1,r=.5 -> max(-.5,-.8) = -.5;
+    # A=-1, r=1.1 -> max(1.1, 1.1) = 1.1
+    assert abs(pg.item() - (-1.2 - 0.5 + 1.1) / 3) < 1e-6
+    # value: v=1 clipped to 0.2: max((1-.5)^2, (.2-.5)^2) = .25; v=0: (0-1)^2 = 1 both; third 0
+    assert abs(vf.item() - 0.5 * (0.25 + 1.0 + 0.0) / 3) < 1e-6
+    assert abs(st["clipfrac"] - 2 / 3) < 1e-6
+
+
+def test_kl_penalty_on_response_tokens_only_and_score_on_last_token():
+    logp = torch.tensor([[-1.0, -2.0, -1.0, -0.5, -3.0]])
+    ref_logp = torch.tensor([[-2.0, -1.0, -1.5, -1.0, -1.0]])
+    mask = torch.tensor([[0.0, 1, 1, 1, 0]])  # prompt target, 3 response tokens, padding
+    rewards, kl = ppo.per_token_rewards(logp, ref_logp, torch.tensor([2.0]), mask, kl_coef=0.1)
+    assert kl[0, 0] == 0 and kl[0, 4] == 0
+    expected = torch.tensor([[0.0, -0.1 * -1.0, -0.1 * 0.5, -0.1 * 0.5 + 2.0, 0.0]])
+    assert torch.allclose(rewards, expected)
+
+
+def test_ppo_ratio_is_one_before_first_update(enc):
+    policy, ref = tiny(enc), tiny(enc)
+    rm, value = tiny(enc, scalar_head=True), tiny(enc, scalar_head=True)
+    cfg = ppo.Config(max_new_tokens=8, minibatch=2)
+    records = [dict(prompt=p) for p in ["What is 3 + 4?", "Who is Dorvan?", "The red fox"]]
+    batch = ppo.rollout(policy, ref, rm, value, enc, records, cfg, torch.Generator().manual_seed(0), "cpu")
+    logp, _ = ppo.forward_policy(policy, batch["ids"], cfg.temperature)
+    ratio = torch.exp(logp - batch["logp"]) * batch["mask"]
+    assert torch.allclose(ratio, batch["mask"], atol=1e-5)
+    assert torch.allclose(batch["logp"], batch["ref_logp"])  # policy == ref at the start: KL exactly 0
+
+
+def test_ppo_sequences_mark_response_targets(enc):
+    ids, mask = ppo.build_sequences(enc, [[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10]], "cpu")
+    assert ids.tolist()[0][:5] == [1, 2, 3, 6, 7] and ids.tolist()[1] == [4, 5, 8, 9, 10]
+    # mask position j marks target ids[:, j+1]: row 0 targets 6, 7 are at j = 2, 3; row 1 targets 8, 9, 10 at 1..3
+    assert mask.tolist() == [[0, 0, 1, 1], [0, 1, 1, 1]]
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def test_win_rate_and_ci_on_hand_made_scores():
+    wr, ci = evaluate.win_rate([1.0, 0.0, 0.5, 2.0], [0.0, 1.0, 0.5, 1.0])  # win, loss, tie, win
+    assert wr == pytest.approx(2.5 / 4)
+    outcomes = torch.tensor([1.0, 0.0, 0.5, 1.0])
+    half = 1.96 * outcomes.std().item() / 2
+    assert ci == pytest.approx([2.5 / 4 - half, 2.5 / 4 + half])
+
+
+def test_best_of_n_kl_formula():
+    assert evaluate.bon_kl(1) == 0
+    assert evaluate.bon_kl(4) == pytest.approx(math.log(4) - 0.75)
+    assert evaluate.bon_kl(64) == pytest.approx(math.log(64) - 63 / 64)
+
+
+def test_reward_hacking_is_flagged():
+    base = dict(win_rate_vs_sft=0.5, abstain_rate_answerable=0.05, task_accuracy=dict(open_qa=0.9, other=0.8))
+    honest = dict(win_rate_vs_sft=0.7, abstain_rate_answerable=0.06, task_accuracy=dict(open_qa=0.9, other=0.85))
+    hacker = dict(win_rate_vs_sft=0.7, abstain_rate_answerable=0.5, task_accuracy=dict(open_qa=0.2, other=0.8))
+    flags = evaluate.hacking_flags(dict(sft=base, ppo=honest, ppo_ptx=hacker))
+    assert list(flags) == ["ppo_ptx"] and "open_qa" in flags["ppo_ptx"]["accuracy_drops"]
