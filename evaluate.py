@@ -47,9 +47,9 @@ KEYS = ["win_rate_vs_sft", "win_rate_ci95", "gold_total", "helpful", "rm_score",
         "toxicity", "toxicity_respectful", "heldout_lm_loss", "cloze_accuracy", "kl_vs_sft",
         "win_rate_heldout_templates", "abstain_rate_answerable", "distinct_response_rate", "task_accuracy",
         "tiers"]
-SETTINGS = dict(test=dict(max_new_tokens=32, bon_prompts=24, kl_prompts=24, lm_batches=2, cloze=40),
-                cpu=dict(max_new_tokens=48, bon_prompts=150, kl_prompts=200, lm_batches=16, cloze=300),
-                gpu=dict(max_new_tokens=128, bon_prompts=500, kl_prompts=500, lm_batches=50, cloze=1000))
+SETTINGS = dict(test=dict(max_prompts=80, max_new_tokens=24, bon_prompts=12, kl_prompts=16, lm_batches=2, cloze=20),
+                cpu=dict(max_prompts=None, max_new_tokens=48, bon_prompts=150, kl_prompts=200, lm_batches=16, cloze=300),
+                gpu=dict(max_prompts=None, max_new_tokens=128, bon_prompts=500, kl_prompts=500, lm_batches=50, cloze=1000))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def figures(out, res, curves_runs, bon_points):
     fams = sorted(res["sft"]["task_accuracy"])
     w = 0.8 / len(names)
     for k, n in enumerate(names):
-        axes[0, 0].bar(np.arange(len(fams)) + k * w, [res[n]["task_accuracy"][f] for f in fams], w, label=n)
+        axes[0, 0].bar(np.arange(len(fams)) + k * w, [res[n]["task_accuracy"].get(f, float("nan")) for f in fams], w, label=n)
     axes[0, 0].set_xticks(np.arange(len(fams)) + 0.4 - w / 2, fams, rotation=45, ha="right", fontsize=7)
     axes[0, 0].set_title("task accuracy per family")
     axes[0, 0].legend(fontsize=6)
@@ -281,7 +281,7 @@ def report(out, res, top, flags):
     fams = sorted(res["sft"]["task_accuracy"])
     lines += ["", "## Task accuracy per family", "", "| model | " + " | ".join(fams) + " |", "|---" * (len(fams) + 1) + "|"]
     for n, r in res.items():
-        lines.append(f"| {n} | " + " | ".join(f"{r['task_accuracy'][f]:.2f}" for f in fams) + " |")
+        lines.append(f"| {n} | " + " | ".join(f"{r['task_accuracy'].get(f, float('nan')):.2f}" for f in fams) + " |")
     lines += ["", "## Reward hacking check", ""]
     if not flags:
         lines.append("No model wins against SFT while losing per-task accuracy (> 3 points) or abstaining more on "
@@ -310,7 +310,7 @@ def main():
     M.set_attention_impl(M.default_attention_impl(device))
     enc = M.load_tokenizer(args.preset)
     ddir = M.data_dir(args.preset)
-    records = M.read_jsonl(os.path.join(ddir, "eval_prompts.jsonl"), args.preset)
+    records = M.read_jsonl(os.path.join(ddir, "eval_prompts.jsonl"), args.preset)[: S["max_prompts"]]
     cloze = M.read_jsonl(os.path.join(ddir, "cloze.jsonl"), args.preset)[: S["cloze"]]
     with open(os.path.join(ddir, "corpus_heldout.txt"), encoding="utf-8") as f:
         lm_tokens = torch.tensor(enc.encode(f.read(), allowed_special={M.EOT}))
