@@ -20,6 +20,7 @@ The parameter names follow Hugging Face's GPT-2 (transformer.wte, .wpe, .h.N.ln_
 (HF stores Conv1D weights transposed; transpose them when loading).
 """
 
+import copy
 import hashlib
 import json
 import math
@@ -150,8 +151,9 @@ def set_attention_impl(name):
 
 
 def default_attention_impl(device):
-    """triton flash attention on CUDA when importable, torch's fused SDPA on CPU (same math, ~2x faster here)."""
-    if str(device).startswith("cuda"):
+    """triton flash attention on CUDA when importable, torch's fused SDPA on CPU (same math, ~2x faster here).
+    USE_KERNELS = False turns the Triton kernels off here too."""
+    if USE_KERNELS and str(device).startswith("cuda"):
         try:
             import kernels
 
@@ -181,7 +183,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:  # generation: append this step's keys/values to the ones already computed
             k, v = cache.append(self, k, v)  # (B, nh, T_past + T, hs)
         p = self.dropout if self.training else 0.0
-        if ATTN_IMPL == "triton" and key_mask is None and cache is None:
+        if ATTN_IMPL == "triton" and key_mask is None and cache is None and p == 0.0:  # the kernel has no dropout
             import kernels
 
             y = kernels.flash_attention(q, k, v)
@@ -645,7 +647,8 @@ def stage_args(description, extra=None):
 
 
 def override(cfg, args):
-    """Flags that were given override the preset's dataclass fields of the same name."""
+    """A copy of the preset's config, with the flags that were given overriding fields of the same name."""
+    cfg = copy.deepcopy(cfg)
     for k, v in vars(args).items():
         if v is not None and hasattr(cfg, k):
             setattr(cfg, k, v)
