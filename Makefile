@@ -8,7 +8,7 @@ STAMP := .venv/.installed-stamp
 D := data/$(PRESET)
 O := out/$(PRESET)
 
-.PHONY: all test venv data pretrain sft reward ppo ppo_ptx evaluate bench clean
+.PHONY: all test venv data pretrain sft reward ppo ppo_ptx evaluate bench chat nokl rounds clean
 
 all: evaluate
 
@@ -52,6 +52,17 @@ $(O)/eval.json: $(O)/ppo.pt $(O)/ppo_ptx.pt evaluate.py
 
 bench: $(STAMP)
 	$(PY) bench.py --preset $(PRESET)
+
+chat: $(O)/ppo.pt
+	$(PY) chat.py --preset $(PRESET)
+
+# The over-optimisation exercise: PPO with no KL penalty (β = 0), beside the default run.
+nokl: $(O)/rm.pt
+	$(PY) ppo.py --preset $(PRESET) --kl-coef 0 --out out/$(PRESET)-nokl
+
+# Iterated RLHF: steps 2 and 3 repeated (new comparisons from the PPO policy, RM retrained, PPO again).
+rounds: $(O)/rm.pt
+	$(PY) ppo.py --preset $(PRESET) --rounds 2 --out out/$(PRESET)-rounds
 
 clean:
 	rm -rf out/$(PRESET) data/$(PRESET)

@@ -83,6 +83,7 @@ class Config:
     temperature: float = 1.0
     max_new_tokens: int = 48
     no_eos_score: float = -3.0  # the "EOS trick"
+    eos_trick: bool = True
     grad_clip: float = 1.0
     eval_every: int = 5  # dev prompts judged every N iterations (checkpoint choice)
     dev_prompts: int = 150
@@ -190,7 +191,8 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
     last = (mask * torch.arange(mask.size(1), device=device)).argmax(1)  # (B,)
     # r_θ(x, y) read at the last real token (the EOT), EOS trick for responses that did not end
     score = rm.scores(ids)[torch.arange(len(records)), last + 1]
-    score = torch.where(ended, score, torch.full_like(score, cfg.no_eos_score))
+    if cfg.eos_trick:
+        score = torch.where(ended, score, torch.full_like(score, cfg.no_eos_score))
     logits = policy.logits(h) / cfg.temperature  # (B, L-1, V), only for the entropy log
     entropy = masked_mean(-(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1), mask)
     return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, ended=ended,
@@ -305,7 +307,9 @@ def train(cfg, args, out, name, device, enc, round_=1):
         progress.step(it, rm=row["rm_score"], gold=row["gold"], kl=seq_kl, ent=row["entropy"],
                       clip=row["clipfrac"], len=row["resp_len"], **({"dev": row["dev_gold"]} if "dev_gold" in row else {}))
         it_done = it + 1
-        if cfg.kl_budget > 0 and seq_kl > cfg.kl_budget:
+        if cfg.kl_budget > 0 and seq_kl > cfg.kl_budget and kl_coef > 0:
+            # (with β = 0, the over-optimisation exercise, the run goes on so the whole curve can be seen;
+            # the checkpoint kept is still the best one within the budget)
             print(f"[{name}] KL {seq_kl:.2f} > budget {cfg.kl_budget}: stopping")
             break
     logf.close()
@@ -338,6 +342,8 @@ def main():
     p.add_argument("--ptx-coef", dest="ptx_coef", type=float, help="γ of PPO-ptx (writes ppo_ptx.pt if > 0)")
     p.add_argument("--ptx", action="store_true", help="PPO-ptx with the preset's ptx_coef")
     p.add_argument("--no-eos-score", dest="no_eos_score", type=float)
+    p.add_argument("--no-eos-trick", dest="eos_trick", action="store_const", const=False,
+                   help="score responses that never end with the RM like any other (an exercise)")
     p.add_argument("--rounds", type=int, help="iterated RLHF: repeat reward.py (new comparisons) + PPO")
     args = p.parse_args()
     cfg = M.override(PRESETS[args.preset], args)

@@ -75,6 +75,7 @@ class Config:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     probe_per_kind: int = 50
+    labeler_temperature: float = None  # None: calibrated to 73% agreement; 0: a perfect labeler (gold order)
     log_every: int = 25
 
 
@@ -124,7 +125,7 @@ def collect(policies, enc, records, cfg, rng, gen, round_=1):
     nprng = np.random.default_rng(rng.randint(0, 2**31))
     for it in items:
         it["gold"] = [round(gold(it["record"], y)["total"], 4) for y in it["responses"]]  # analysis only
-        it["ranking"] = [int(j) for j in rank(it["record"], it["responses"], nprng)]  # best first
+        it["ranking"] = [int(j) for j in rank(it["record"], it["responses"], nprng, cfg.labeler_temperature)]
     return items
 
 
@@ -227,9 +228,10 @@ def normalise(rm, enc, demos, device):
     return shift
 
 
-def labeler_ceiling(items, rng):
+def labeler_ceiling(items, rng, temperature=None):
     """How often two independent simulated labelers agree on a pair of these responses (the paper: 72.6%)."""
-    return agreement([(it["record"], it["responses"]) for it in items], np.random.default_rng(rng.randint(0, 2**31)))
+    return agreement([(it["record"], it["responses"]) for it in items], np.random.default_rng(rng.randint(0, 2**31)),
+                     temperature)
 
 
 def main():
@@ -240,6 +242,8 @@ def main():
     p.add_argument("--k-max", dest="k_max", type=int, help="largest K (set --k-min 2 --k-max 2 for pairs only)")
     p.add_argument("--k-min", dest="k_min", type=int)
     p.add_argument("--p-contrast", dest="p_contrast", type=float)
+    p.add_argument("--labeler-temperature", dest="labeler_temperature", type=float,
+                   help="noise of the simulated labelers' rankings (0 = rank by gold; larger = noisier)")
     p.add_argument("--policy", default=None, help="iterated RLHF: sample new comparisons from this checkpoint "
                                                    "(e.g. ppo.pt) and continue training rm.pt on old + new")
     p.add_argument("--round", type=int, default=1)
@@ -286,7 +290,7 @@ def main():
     train = [it for it in all_items if it["split"] == "train"]
     val = [it for it in all_items if it["split"] == "val"]
     ties = np.mean([len(set(it["gold"])) == 1 for it in items])
-    ceiling = labeler_ceiling(val, rng)
+    ceiling = labeler_ceiling(val, rng, cfg.labeler_temperature)
     print(f"{len(train)} training / {len(val)} held-out prompts, {sum(len(pairs_of(i['ranking'])) for i in train)} "
           f"training comparisons; all-K-tied prompts {ties:.1%}; labeler agreement (ceiling) {ceiling:.3f}; "
           f"collect took {collect_time:.0f}s")
