@@ -168,7 +168,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0
-        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.n_head = cfg.n_head
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # Q, K, V projections in one matmul
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)  # heads concatenated, then projected
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -182,7 +182,9 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:  # generation: append this step's keys/values to the ones already computed
             k, v = cache.append(self, k, v)  # (B, nh, T_past + T, hs)
-        p = self.dropout if self.training else 0.0
+        # Dropout on the residual stream only ("residual dropout", as the paper's SFT); none on the attention
+        # probabilities, which would also force torch's slower attention path on CPU.
+        p = 0.0
         if ATTN_IMPL == "triton" and key_mask is None and cache is None and p == 0.0:  # the kernel has no dropout
             import kernels
 
@@ -193,6 +195,8 @@ class CausalSelfAttention(nn.Module):
             Tk = k.size(-2)
             if key_mask is None and T == Tk:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            elif T == 1 and key_mask is not None:  # one new token (cached decoding): every real key is in its past
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=p)
             else:
                 allowed = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
                 if key_mask is not None:
@@ -548,6 +552,19 @@ def load_checkpoint(path, run_hint, tokenizer_id=None, device="cpu", scalar_head
 # ---------------------------------------------------------------------------------------------------------
 # 8. Small helpers the stage scripts share
 # ---------------------------------------------------------------------------------------------------------
+
+
+def borrow(out, preset, files):
+    """For experiments in their own --out dir: link the files a stage needs from out/<preset> when they are not
+    there yet (e.g. `ppo.py --kl-coef 0 --out out/cpu-nokl` reuses the default run's sft.pt and rm.pt). A stage
+    that writes one of them replaces the link, never the original."""
+    src = os.path.join("out", preset)
+    if os.path.abspath(out) == os.path.abspath(src):
+        return
+    os.makedirs(out, exist_ok=True)
+    for f in files:
+        if not os.path.exists(os.path.join(out, f)) and os.path.exists(os.path.join(src, f)):
+            os.symlink(os.path.abspath(os.path.join(src, f)), os.path.join(out, f))
 
 
 def get_device(name="auto"):

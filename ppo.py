@@ -355,12 +355,7 @@ def main():
     M.set_seed(args.seed)
     M.set_attention_impl(M.default_attention_impl(device))
     enc = M.load_tokenizer(args.preset)
-    if args.out and not os.path.exists(os.path.join(out, "rm.pt")):  # e.g. --out out/cpu-nokl: reuse SFT and RM
-        src = os.path.join("out", args.preset)
-        os.makedirs(out, exist_ok=True)
-        for f in ("base.pt", "sft.pt", "rm.pt", "reward_metrics.json"):
-            if os.path.exists(os.path.join(src, f)):
-                os.symlink(os.path.abspath(os.path.join(src, f)), os.path.join(out, f))
+    M.borrow(out, args.preset, ["base.pt", "sft.pt", "rm.pt", "reward_metrics.json", "comparisons.jsonl"])
     t0 = time.time()
     rounds = []
     for r in range(1, cfg.rounds + 1):

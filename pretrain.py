@@ -35,7 +35,7 @@ import model as M
 @dataclass
 class Config:
     batch_size: int = 16
-    max_iters: int = 640
+    max_iters: int = 1000
     lr: float = 2e-3
     warmup: int = 40
     weight_decay: float = 0.1

@@ -60,7 +60,7 @@ from data.labeler import agreement, contrasts, gold, probe_pairs, rank
 
 @dataclass
 class Config:
-    n_prompts: int = 3000  # comparison prompts used (rm_prompts.jsonl holds more on bigger presets)
+    n_prompts: int = 2000  # comparison prompts used (rm_prompts.jsonl holds 3000 at cpu)
     k_min: int = 4
     k_max: int = 9
     hot_temperature: float = 1.4  # "SFT at a higher temperature"
@@ -69,7 +69,7 @@ class Config:
     p_contrast: float = 0.6  # chance a prompt gets labeler-written contrast answers
     max_new_tokens: int = 64
     val_fraction: float = 0.1
-    epochs: int = 3
+    epochs: int = 2
     batch_prompts: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -259,6 +259,8 @@ def main():
     ddir = M.data_dir(args.preset)
     hint = lambda script: f"python {script} --preset {args.preset}"  # noqa: E731
     t_start = time.time()
+
+    M.borrow(out, args.preset, ["base.pt", "sft.pt"])  # e.g. --out out/cpu-k2 reuses the default base and SFT
 
     # ---- 1. collect comparisons ----
     sft, _ = M.load_checkpoint(os.path.join(out, "sft.pt"), hint("sft.py"), enc.tokenizer_id, device, dropout=0.0)

@@ -43,9 +43,9 @@ from data.labeler import gold
 
 @dataclass
 class Config:
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup: int = 20
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -66,6 +66,20 @@ PRESETS = {
 def make_examples(enc, records):
     """Each demonstration -> (token ids of the whole conversation, number of prompt tokens)."""
     return [M.encode_chat(enc, r["prompt"], r["response"]) for r in records]
+
+
+def length_batches(examples, batch_size, rng):
+    """Shuffled batches of examples of similar length (less padding, same examples per epoch): shuffle, sort
+    within windows of 16 batches by length, cut into batches, shuffle the batches."""
+    ex = list(examples)
+    rng.shuffle(ex)
+    window = 16 * batch_size
+    batches = []
+    for w in range(0, len(ex), window):
+        chunk = sorted(ex[w : w + window], key=lambda e: len(e[0]))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def sft_loss(model, examples, device):
@@ -124,11 +138,10 @@ def main():
     step = 0
     for epoch in range(cfg.epochs):
         model.train()
-        rng.shuffle(train)
-        for s in range(0, len(train), cfg.batch_size):
+        for batch in length_batches(train, cfg.batch_size, rng):
             for g in opt.param_groups:
                 g["lr"] = M.cosine_lr(step, total, cfg.lr, cfg.warmup, min_ratio=0.0)
-            loss, n_tok = sft_loss(model, train[s : s + cfg.batch_size], device)
+            loss, n_tok = sft_loss(model, batch, device)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
