@@ -63,18 +63,18 @@ from data.labeler import gold
 
 @dataclass
 class Config:
-    iterations: int = 60
+    iterations: int = 50
     batch_prompts: int = 64  # rollouts per iteration
     ppo_epochs: int = 2
     minibatch: int = 16
-    lr: float = 1e-5
+    lr: float = 3e-5
     kl_coef: float = 0.02  # β
     adaptive_kl: bool = False  # Ziegler et al. 2019 controller toward target_kl
     target_kl: float = 1.0  # nats per response, for the adaptive controller
     kl_budget: float = 3.0  # stop when the rollouts' KL to ref exceeds this (nats per response); 0 = never
     ptx_coef: float = 0.0  # γ; set by --ptx to ptx_default
     ptx_default: float = 1.0
-    ptx_batch: int = 8
+    ptx_batch: int = 4
     clip: float = 0.2  # ε of the clipped surrogate
     vf_clip: float = 0.2
     vf_coef: float = 0.5

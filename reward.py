@@ -60,18 +60,19 @@ from data.labeler import agreement, contrasts, gold, probe_pairs, rank
 
 @dataclass
 class Config:
-    n_prompts: int = 2000  # comparison prompts used (rm_prompts.jsonl holds 3000 at cpu)
+    n_prompts: int = 1400  # comparison prompts used (rm_prompts.jsonl holds 3000 at cpu)
+    knowledge_share: float = 0.5  # share of them that are knowledge questions (open_qa)
     k_min: int = 4
     k_max: int = 9
     hot_temperature: float = 1.4  # "SFT at a higher temperature"
     p_base: float = 0.15  # share of responses from the base model in chat format
     p_hot: float = 0.25  # share from SFT at the higher temperature (the rest: SFT at T = 1)
-    p_contrast: float = 0.6  # chance a prompt gets labeler-written contrast answers
+    p_contrast: float = 0.5  # chance a prompt (not a knowledge question or a sum) gets contrast answers
     max_new_tokens: int = 64
     val_fraction: float = 0.1
-    epochs: int = 2
+    epochs: int = 4
     batch_prompts: int = 16
-    lr: float = 1e-4
+    lr: float = 2e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     probe_per_kind: int = 50
@@ -91,6 +92,24 @@ PRESETS = {
 # ---------------------------------------------------------------------------------------------------------
 
 
+def pick_contrasts(r, rng, p_contrast):
+    """Labeler-written contrast answers for one prompt (deviation 2). Knowledge questions always get the pairs
+    the RM must learn and that SFT samples almost never show: where the answer can be known, the right fact,
+    "I don't know" and a wrong fact; where it cannot, "I don't know" and an invented answer (so right-vs-
+    abstain pairs on known entities are as frequent as abstain-vs-invent pairs on unfamiliar ones). Sums get
+    a right and a wrong one. Other prompts, with probability p_contrast, the right answer and one mistake."""
+    c = contrasts(r, rng)
+    if r["task"] == "open_qa":
+        kinds = ["right", "abstain", "wrong"] if r["answerable"] else ["abstain", "wrong"]
+    elif r["task"] == "other":
+        kinds = ["right", "wrong"]
+    elif rng.random() < p_contrast:
+        kinds = ["right", rng.choice([k for k in ("wrong", "partial", "abstain", "verbose", "fragment") if k in c])]
+    else:
+        kinds = []
+    return [(k, c[k]) for k in kinds]
+
+
 def collect(policies, enc, records, cfg, rng, gen, round_=1):
     """Sample K responses per prompt from a mix of policies and have a simulated labeler rank them.
 
@@ -103,10 +122,7 @@ def collect(policies, enc, records, cfg, rng, gen, round_=1):
     items = []
     for i, r in enumerate(records):
         K = rng.randint(cfg.k_min, cfg.k_max)
-        extra = []
-        if rng.random() < cfg.p_contrast:
-            c = contrasts(r, rng)
-            extra = rng.sample(sorted(c.items()), k=min(len(c), rng.choice([1, 2])))
+        extra = pick_contrasts(r, rng, cfg.p_contrast)[: K - 1] if cfg.p_contrast > 0 else []
         items.append(dict(id=r["id"], round=round_, prompt=r["prompt"], task=r["task"], record=r,
                           responses=[text for _, text in extra], sources=[f"contrast:{k}" for k, _ in extra]))
         for _ in range(K - len(extra)):
@@ -192,6 +208,8 @@ def evaluate_rm(rm, enc, items, device, rng):
         losses.append(rm_loss(torch.tensor(scores), groups)[0].item())
         for (offset, ranking), it in zip(groups, chunk):
             for w, l in pairs_of(ranking):
+                if it["responses"][w] == it["responses"][l]:
+                    continue  # identical responses: no preference to predict (the ceiling skips them too)
                 vs_label.append(scores[offset + w] > scores[offset + l])
                 if it["gold"][w] != it["gold"][l]:
                     better_w = it["gold"][w] > it["gold"][l]
@@ -276,7 +294,12 @@ def main():
         policies = {f"round{args.round}:policy": (policy, 1.0, 0.75), "sft": (sft, 1.0, 0.25)}
         old = M.read_jsonl(comp_path, args.preset)
     rng.shuffle(records)
-    records = records[: cfg.n_prompts]
+    # Knowledge questions are where the RM must learn truth (right > "I don't know" > wrong, depending on
+    # whether the answer can be known), so they make up a fixed share of the comparison prompts.
+    qa = [r for r in records if r["task"] == "open_qa"][: int(cfg.n_prompts * cfg.knowledge_share)]
+    rest = [r for r in records if r["task"] != "open_qa"][: cfg.n_prompts - len(qa)]
+    records = qa + rest
+    rng.shuffle(records)
     print(f"collecting comparisons for {len(records)} prompts, K in {cfg.k_min}..{cfg.k_max}, "
           f"policies {list(policies)}")
     items = collect(policies, enc, records, cfg, rng, gen, args.round)
