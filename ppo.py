@@ -40,7 +40,8 @@ Deviations from the paper:
   3. ptx_coef: the paper's γ = 27.8 multiplies a per-token LM loss summed to its own scale; ours is a mean
      per-token loss beside a per-token PPO loss, so the value that fits here is different (see Config).
   4. The value model is a separate network initialised from the RM (as the paper), trained with the policy by
-     one optimiser; learning rate ~1e-5 (the paper uses 9.65e-6 for 1.3B).
+     one optimiser; learning rate 3e-5 (the paper uses 9.65e-6 for 1.3B; at 1e-5 our 2M-parameter policy
+     moved less than 0.05 nats from SFT in 10 iterations).
 """
 
 import copy

@@ -29,15 +29,17 @@ Steps:
      independent simulated labelers' agreement), and a probe on controlled pairs that differ in one thing.
 
 Deviations from the paper:
-  1. Scale: a ~2.4M-parameter RM initialised from our SFT model (paper: 6B RM, from a GPT-3 model fine-tuned on
-     public NLP data), a few thousand prompts (paper: ~33k).
+  1. Scale: a ~2M-parameter RM initialised from our SFT model (paper: 6B RM, from a GPT-3 model fine-tuned on
+     public NLP data), 1.4k prompts (paper: ~33k), half of them knowledge questions (the paper's RM prompts
+     follow the API distribution): that is where the RM must learn truth, and where it is weakest.
   2. Contrast answers: in the paper, labelers ranked samples of several models. Our SFT model is right so often
      about common entities that its samples almost never show the mistakes the RM must learn to punish (a
      wrong fact, "I don't know" where the answer is known); some prompts therefore get one or two labeler-
      written contrast answers among their K responses. They are marked "contrast" in comparisons.jsonl.
-  3. Epochs: the paper trains 1 epoch (its RM overfits after that). Ours sees each comparison a few times and we
-     keep the epoch with the best held-out accuracy: with this little data, one epoch leaves the RM unable to
-     tell a right fact from a wrong one (measured by the probe).
+  3. Epochs: the paper trains 1 epoch (its RM overfits after that). Ours sees each comparison up to 4 times and
+     we keep the epoch with the best held-out accuracy. Measured here: held-out loss is lowest after 2 epochs
+     and rises after (it overfits, as the paper says), while held-out accuracy and the probe's right-vs-"I don't
+     know" pairs still improve until epoch 4.
   4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
      paper's 73% inter-labeler agreement.
 """
