@@ -48,7 +48,7 @@ KEYS = ["win_rate_vs_sft", "win_rate_ci95", "gold_total", "helpful", "rm_score",
         "win_rate_heldout_templates", "abstain_rate_answerable", "distinct_response_rate", "task_accuracy",
         "tiers"]
 SETTINGS = dict(test=dict(max_prompts=80, max_new_tokens=24, bon_prompts=12, kl_prompts=16, lm_batches=2, cloze=20),
-                cpu=dict(max_prompts=None, max_new_tokens=48, bon_prompts=150, kl_prompts=200, lm_batches=16, cloze=300),
+                cpu=dict(max_prompts=None, max_new_tokens=48, bon_prompts=100, kl_prompts=200, lm_batches=16, cloze=300),
                 gpu=dict(max_prompts=None, max_new_tokens=128, bon_prompts=500, kl_prompts=500, lm_batches=50, cloze=1000))
 
 
