@@ -40,9 +40,8 @@ def answer_all(models, rm, enc, prompt, record, max_new_tokens=48):
         text = M.decode(enc, M.respond(m, enc, [prompt], max_new_tokens)[0])
         score = None
         if rm is not None:
-            idx, n = M.right_pad([M.encode_chat(enc, prompt, text)[0]], enc.eot_token, "cpu")
             with torch.no_grad():
-                score = rm.scores(idx)[0, n[0] - 1].item()
+                score = M.reward_scores(rm, enc, [(prompt, text)], "cpu").item()
         rows.append((name, text, score, gold(record, text)["total"] if record else None))
     return rows
 
@@ -85,7 +84,8 @@ def main():
         for name, text, score, g in answer_all(models, rm, enc, prompt, record):
             rm_s = f"RM {score:+.2f}" if score is not None else "RM n/a"
             g_s = f"gold {g:+.2f}" if g is not None else "gold n/a (prompt not in the world)"
-            print(f"  {name:8s} {rm_s:9s} {g_s:10s} | {text}")
+            shown = text.replace("\n", " / ")  # one line per model
+            print(f"  {name:8s} {rm_s:9s} {g_s:10s} | {shown}")
 
 
 if __name__ == "__main__":

@@ -124,13 +124,9 @@ def judge(records, texts, rm_scores, sft_totals):
 
 @torch.no_grad()
 def rm_score_texts(rm, enc, records, texts, device):
-    """r_θ(x, y) read at the final EOT, in batches (the same reading as reward.py and ppo.py)."""
-    out = []
-    for s in range(0, len(texts), 64):
-        seqs = [M.encode_chat(enc, r["prompt"], t)[0] for r, t in zip(records[s : s + 64], texts[s : s + 64])]
-        idx, lengths = M.right_pad(seqs, enc.eot_token, device)
-        out += rm.scores(idx).gather(1, (lengths - 1)[:, None]).squeeze(1).tolist()
-    return out
+    """r_θ(x, y) read at the final EOT (model.reward_scores, as reward.py and ppo.py read it), in batches."""
+    pairs = [(r["prompt"], t) for r, t in zip(records, texts)]
+    return [s for i in range(0, len(pairs), 64) for s in M.reward_scores(rm, enc, pairs[i : i + 64], device).tolist()]
 
 
 @torch.no_grad()

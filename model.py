@@ -453,6 +453,17 @@ def right_pad(seqs, pad_id, device):
     return idx.to(device), torch.tensor([len(s) for s in seqs], device=device)
 
 
+def reward_scores(rm, enc, prompts_and_responses, device):
+    """r_θ(x, y) for a list of (prompt, response): the RM's scalar head read at the final <|endoftext|> token.
+
+    Sequences are right-padded, so padding comes after the EOT and (causal attention) cannot change it. Used by
+    reward.py (training, eq. 1), evaluate.py and chat.py; ppo.py reads the same position inside its rollout.
+    """
+    seqs = [encode_chat(enc, x, y)[0] for x, y in prompts_and_responses]
+    idx, lengths = right_pad(seqs, enc.eot_token, device)  # (B, T), (B,)
+    return rm.scores(idx).gather(1, (lengths - 1)[:, None]).squeeze(1)  # (B,) score at the last real token
+
+
 @torch.no_grad()
 def generate_nocache(model, prompts, max_new_tokens, eot):
     """Greedy decoding that recomputes the whole sequence each step, one prompt at a time: the reference the

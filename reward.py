@@ -152,14 +152,7 @@ def collect(policies, enc, records, cfg, rng, gen, round_=1):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def rm_scores(rm, enc, prompts_and_responses, device):
-    """r_θ(x, y) for a list of (prompt, response): the scalar head read at the final <|endoftext|> token.
-
-    Sequences are right-padded, so padding comes after the EOT and (causal attention) cannot change it.
-    """
-    seqs = [M.encode_chat(enc, x, y)[0] for x, y in prompts_and_responses]
-    idx, lengths = M.right_pad(seqs, enc.eot_token, device)  # (B, T), (B,)
-    return rm.scores(idx).gather(1, (lengths - 1)[:, None]).squeeze(1)  # (B,) score at the last real token
+rm_scores = M.reward_scores  # r_θ(x, y) read at the final <|endoftext|> (model.py)
 
 
 def pairs_of(ranking):
