@@ -32,7 +32,6 @@ Deviations from the paper:
 import json
 import math
 import os
-from collections import defaultdict
 
 import numpy as np
 import torch

@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -665,7 +664,7 @@ def plot_curves(path, curves, title, xlabel="step"):
     plt.close(fig)
 
 
-def stage_args(description, extra=None):
+def stage_args(description):
     """The flags every stage script shares: --preset, --out, --seed, --device (the issue's contract)."""
     import argparse
 

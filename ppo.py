@@ -56,7 +56,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import model as M
 from data.labeler import gold

@@ -9,7 +9,6 @@ import os
 import sys
 
 import pytest
-import torch
 
 import evaluate
 import model as M

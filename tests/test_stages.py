@@ -2,11 +2,9 @@
 clipped losses, where the KL penalty and the score land, and the evaluation statistics."""
 
 import math
-import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import evaluate
 import model as M
