@@ -149,8 +149,7 @@ def cloze_accuracy(m, enc, items, device):
         seqs = [ctx + enc.encode_ordinary(e) for e in it["endings"]]
         idx, lengths = M.right_pad(seqs, enc.eot_token, device)
         logp = m.logprobs(idx[:, :-1], idx[:, 1:])  # (4, T-1)
-        t = torch.arange(1, idx.size(1), device=device)[None, :]
-        mask = (t >= len(ctx)) & (t < lengths[:, None])
+        mask = M.target_mask(idx.size(1), len(ctx), lengths, device)  # (4, T-1) the ending's tokens
         right.append(int(((logp * mask).sum(1) / mask.sum(1)).argmax()) == it["label"])
     return rate(right)
 
@@ -165,9 +164,7 @@ def kl_to_sft(m, sft, enc, records, max_new_tokens, device, seed):
     for s in range(0, len(ys), 64):
         seqs = [p + y for p, y in zip(prompts[s : s + 64], ys[s : s + 64])]
         idx, lengths = M.right_pad(seqs, enc.eot_token, device)
-        t = torch.arange(1, idx.size(1), device=device)[None, :]
-        n_p = torch.tensor([len(p) for p in prompts[s : s + 64]], device=device)[:, None]
-        mask = (t >= n_p) & (t < lengths[:, None])
+        mask = M.target_mask(idx.size(1), [len(p) for p in prompts[s : s + 64]], lengths, device)  # responses
         diff = m.logprobs(idx[:, :-1], idx[:, 1:]) - sft.logprobs(idx[:, :-1], idx[:, 1:])
         kls += (diff * mask).sum(1).tolist()
     return float(np.mean(kls))

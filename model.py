@@ -182,26 +182,26 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:  # generation: append this step's keys/values to the ones already computed
             k, v = cache.append(self, k, v)  # (B, nh, T_past + T, hs)
         # Dropout on the residual stream only ("residual dropout", as the paper's SFT); none on the attention
-        # probabilities, which would also force torch's slower attention path on CPU.
-        p = 0.0
-        if ATTN_IMPL == "triton" and key_mask is None and cache is None and p == 0.0:  # the kernel has no dropout
+        # probabilities, which would also force torch's slower attention path on CPU (and the Triton kernel
+        # has none).
+        if ATTN_IMPL == "triton" and key_mask is None and cache is None:
             import kernels
 
             y = kernels.flash_attention(q, k, v)
         elif ATTN_IMPL == "readable":
-            y = attention(q, k, v, key_mask, p, self.training)
+            y = attention(q, k, v, key_mask)
         else:  # sdpa: the same math fused by torch; masks are passed as one boolean (B, 1, Tq, Tk) tensor
             Tk = k.size(-2)
             if key_mask is None and T == Tk:
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             elif T == 1 and key_mask is not None:  # one new token (cached decoding): every real key is in its past
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=p)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
             else:
                 allowed = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
                 if key_mask is not None:
                     allowed = allowed & key_mask[:, None, None, :]
                     allowed = allowed | ~allowed.any(-1, keepdim=True)  # padding queries: attend anywhere
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C) heads side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -450,6 +450,18 @@ def right_pad(seqs, pad_id, device):
     for i, s in enumerate(seqs):
         idx[i, : len(s)] = torch.tensor(s, dtype=torch.long)
     return idx.to(device), torch.tensor([len(s) for s in seqs], device=device)
+
+
+def target_mask(T, start, end, device):
+    """Which next-token targets ids[:, 1:] of a (B, T) batch lie in [start, end) of their row: (B, T-1) bool.
+
+    start, end: (B,) or ints, positions in the sequence (e.g. the prompt length and the real length), so the
+    mask picks the response tokens whose log-probs SFT, PPO and evaluation count.
+    """
+    t = torch.arange(1, T, device=device)[None, :]  # (1, T-1) position of each target token
+    start = torch.as_tensor(start, device=device).reshape(-1, 1)
+    end = torch.as_tensor(end, device=device).reshape(-1, 1)
+    return (t >= start) & (t < end)
 
 
 def reward_scores(rm, enc, prompts_and_responses, device):

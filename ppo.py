@@ -111,11 +111,9 @@ def build_sequences(enc, prompt_ids, responses, device):
     """prompt + response, right-padded: ids (B, L), and resp_mask (B, L-1) marking the positions j whose
     *target* ids[:, j+1] is a response token. Log-probs, values and rewards all live on those positions."""
     seqs = [p + r for p, r in zip(prompt_ids, responses)]
-    ids, _ = M.right_pad(seqs, enc.eot_token, device)  # (B, L)
-    j = torch.arange(ids.size(1) - 1, device=device)[None, :]  # (1, L-1)
-    start = torch.tensor([len(p) - 1 for p in prompt_ids], device=device)[:, None]  # first response target - 1
-    n = torch.tensor([len(r) for r in responses], device=device)[:, None]
-    return ids, ((j >= start) & (j < start + n)).float()  # (B, L), (B, L-1)
+    ids, lengths = M.right_pad(seqs, enc.eot_token, device)  # (B, L)
+    starts = [len(p) for p in prompt_ids]  # the first response token's position in each row
+    return ids, M.target_mask(ids.size(1), starts, lengths, device).float()  # (B, L), (B, L-1)
 
 
 def forward_policy(policy, ids, temperature):

@@ -91,8 +91,7 @@ def sft_loss(model, examples, device):
     ids, lengths = M.right_pad([e[0] for e in examples], 0, device)  # (B, T), (B,)
     n_prompt = torch.tensor([e[1] for e in examples], device=device)  # (B,)
     logp = model.logprobs(ids[:, :-1], ids[:, 1:])  # (B, T-1)
-    t = torch.arange(1, ids.size(1), device=device)[None, :]  # (1, T-1) index of each target token
-    mask = (t >= n_prompt[:, None]) & (t < lengths[:, None])  # (B, T-1) response targets only
+    mask = M.target_mask(ids.size(1), n_prompt, lengths, device)  # (B, T-1) response targets only
     return -(logp * mask).sum() / mask.sum(), int(mask.sum())
 
 
