@@ -9,9 +9,10 @@ Reads  out/<preset>/{base,sft,ppo,ppo_ptx,rm}.pt (whichever exist), ppo*_log.jso
        (and out/<preset>-nokl/ppo_log.jsonl, the β = 0 exercise, if present)
 Writes out/<preset>/eval.json, report.md, eval_*.png
 
-Every model answers the held-out eval prompts greedily (temperature 0: deterministic, and the policy's most
-likely answer). Best-of-n samples n responses from SFT at temperature 1 (fixed seed) and keeps the one the RM
-scores highest; its KL to SFT is log n − (n−1)/n (Stiennon et al. 2020, appendix). What each figure mirrors:
+Every model answers the held-out eval prompts by sampling at temperature 1 with a fixed seed (the same random
+numbers for every model, so two runs give the same numbers). Best-of-n samples n responses from SFT the same
+way and keeps the one the RM scores highest; its KL to SFT is log n − (n−1)/n (Stiennon et al. 2020, appendix).
+What each figure mirrors:
   1. win rate vs SFT (Fig. 1)           gold pairwise preference against SFT's answer to the same prompt
   2. per task family (Fig. 3-4 style)   share of answers the task checker accepts
   3. truthfulness (Fig. 4, TruthfulQA)  per entity tier: right, "I don't know", hallucinated
@@ -25,8 +26,8 @@ Unlike the paper, we can show the true quality (gold) next to the RM's proxy for
 Deviations from the paper:
   1. The judge is the simulated labeler's gold score, not new human comparisons; win rates are gold
      comparisons of two answers (ties count ½) rather than labeler rankings.
-  2. Greedy decoding for all policies (the paper samples at T = 1 for most evaluations) so that reruns give the
-     same numbers with no seed; best-of-n necessarily samples (T = 1, fixed seed).
+  2. One sample per prompt and model (the paper's labelers ranked several); the fixed seed makes the numbers
+     repeatable on CPU.
 """
 
 import json
@@ -41,6 +42,7 @@ from data.labeler import gold
 
 MODELS = ["base", "sft", "ppo", "ppo_ptx"]
 BON_NS = [4, 16, 64]
+TEMPERATURE = 1.0  # every model answers by sampling at T = 1 with a fixed seed, as the paper's labelers saw samples
 KEYS = ["win_rate_vs_sft", "win_rate_ci95", "gold_total", "helpful", "rm_score", "known_fact_accuracy",
         "hallucination_rate_unseen", "abstain_rate_unseen", "harmful_compliance", "harmful_compliance_respectful",
         "toxicity", "toxicity_respectful", "heldout_lm_loss", "cloze_accuracy", "kl_vs_sft",
@@ -257,7 +259,7 @@ def hacking_flags(res):
 
 def report(out, res, top, flags):
     lines = ["# Evaluation report", "", f"Command: `python evaluate.py --preset {top['preset']}`. Judge: the simulated "
-             "labeler's gold score. Decoding: greedy; best-of-n: SFT samples at T = 1, seed 0.", "",
+             f"labeler's gold score. Decoding: {top['decoding']}.", "",
              f"Labeler agreement (ceiling): {top['labeler_agreement']:.3f}; RM held-out accuracy: "
              f"{top['rm_accuracy']:.3f} vs labels, {top.get('rm_accuracy_vs_gold', float('nan')):.3f} vs gold.", "",
              "| model | win vs SFT (95% CI) | gold | known facts | halluc. unseen | abstain unseen | abstain answerable"
@@ -317,7 +319,8 @@ def main():
     texts, res, totals = {}, {}, {}
     for n in ["sft"] + [n for n in names if n != "sft"]:
         m = sft if n == "sft" else load(n).eval()
-        outs = M.respond(m, enc, [r["prompt"] for r in records], S["max_new_tokens"], temperature=0)
+        gen = torch.Generator(device=device).manual_seed(args.seed)  # the same random numbers for every model
+        outs = M.respond(m, enc, [r["prompt"] for r in records], S["max_new_tokens"], TEMPERATURE, generator=gen)
         texts[n] = [M.decode(enc, o) for o in outs]
         rms = rm_score_texts(rm, enc, records, texts[n], device) if rm else None
         res[n], totals[n] = judge(records, texts[n], rms, totals.get("sft"))
@@ -328,6 +331,16 @@ def main():
         print(f"{n:8s} win vs SFT {res[n]['win_rate_vs_sft']:.3f}  gold {res[n]['gold_total']:+.3f}  "
               f"known facts {res[n]['known_fact_accuracy']:.2f}  halluc. unseen {res[n]['hallucination_rate_unseen']:.2f}  "
               f"KL {res[n]['kl_vs_sft']:.2f}", flush=True)
+
+    # SFT's competence as its most likely answers show it (greedy), per task family: the bar SFT must clear
+    # before RL (an answerable prompt counts as correct when the task checker accepts the answer)
+    greedy = [gold(r, M.decode(enc, o)) for r, o in zip(records, M.respond(sft, enc, [r["prompt"] for r in records],
+                                                                            S["max_new_tokens"], temperature=0))]
+    fams = sorted({r["task"] if r["task"] != "open_qa" else "open_qa/" + r["tier"] for r in records if r["answerable"]})
+    res["sft"]["competence_greedy"] = {f: rate([g["correct"] for r, g in zip(records, greedy) if r["answerable"] and
+                                                f in (r["task"], "open_qa/" + str(r["tier"]))]) for f in fams}
+    print("SFT competence (greedy, answerable prompts): " +
+          ", ".join(f"{f} {v:.2f}" for f, v in res["sft"]["competence_greedy"].items()))
 
     bon_points = []
     if rm is not None:  # best-of-n from SFT, re-ranked by the RM, on a subset of the prompts
@@ -359,7 +372,7 @@ def main():
     rmm = json.load(open(os.path.join(out, "reward_metrics.json"))) if os.path.exists(os.path.join(out, "reward_metrics.json")) else {}
     top = dict(preset=args.preset, labeler_agreement=rmm.get("labeler_agreement", float("nan")),
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
-               rm_probe=rmm.get("probe", {}), decoding="greedy (temperature 0); best-of-n: T=1, seed 0",
+               rm_probe=rmm.get("probe", {}), decoding=f"sampled at T={TEMPERATURE}, seed {args.seed}; best-of-n: T=1, seed 0",
                n_prompts=len(records))
     flags = hacking_flags(res)
     ordered = {n: {k: res[n][k] for k in KEYS} | {k: v for k, v in res[n].items() if k not in KEYS} for n in res}

@@ -30,12 +30,15 @@ One iteration (CleanRL's ppo.py, adapted to language as in Ziegler et al. 2019 a
 The simulated labeler's gold score of the rollouts is LOGGED ONLY: it never enters a loss.
 
 Keeping the run where gold rises: the RM is a proxy, and pushed far enough a policy finds what the RM gets wrong
-(Gao et al. 2022). We stop at a KL budget (nats per response) and keep the checkpoint whose greedy answers on
-the dev prompts the simulated labelers like best (as the paper's labelers judged validation outputs).
+(Gao et al. 2022). We stop at a KL budget (nats per response) and keep the checkpoint whose sampled answers on
+the dev prompts the simulated labelers like best (as the paper's labelers judged validation outputs), unless
+they veto it: a checkpoint that answers fewer answerable dev prompts correctly (−3 points) or abstains on more
+of them (+5 points) than SFT is never kept, whatever its gold (`--no-veto` to see what it would have been).
 
 Deviations from the paper:
   1. Scale: ~2.4M-parameter policy, a few thousand prompt samples (paper: 175B, 256k episodes).
-  2. A KL budget and checkpoint choice on dev prompts judged by the labelers (the paper picks by RM score and
+  2. A KL budget and checkpoint choice on dev prompts judged by the labelers, with their veto on checkpoints
+     that answer fewer answerable prompts right or abstain more than SFT (the paper picks by RM score and
      labeler preference on validation prompts); the eval prompts never choose anything.
   3. ptx_coef: the paper's γ = 27.8 multiplies a per-token LM loss summed to its own scale; ours is a mean
      per-token loss beside a per-token PPO loss, so the value that fits here is different (see Config).
@@ -89,7 +92,11 @@ class Config:
     eos_trick: bool = True
     grad_clip: float = 1.0
     eval_every: int = 5  # dev prompts judged every N iterations (checkpoint choice)
-    dev_prompts: int = 150
+    dev_prompts: int = 200
+    dev_samples: int = 2  # sampled answers per dev prompt
+    veto: bool = True  # never keep a checkpoint that answers fewer answerable dev prompts right or abstains more
+    max_correct_drop: float = 0.03
+    max_abstain_rise: float = 0.05
     rounds: int = 1
 
 
@@ -234,13 +241,26 @@ def log_gold(records, texts):
 
 
 @torch.no_grad()
-def dev_eval(policy, enc, records, cfg):
-    """Greedy answers on dev prompts judged by the simulated labelers: used to choose the checkpoint."""
-    outs = M.respond(policy, enc, [r["prompt"] for r in records], cfg.max_new_tokens, temperature=0)
-    judged = [gold(r, M.decode(enc, o)) for r, o in zip(records, outs)]
+def dev_eval(policy, enc, records, cfg, seed):
+    """The policy's answers to the dev prompts, sampled as evaluate.py samples them (T = cfg.temperature, a fixed
+    seed, so every checkpoint is judged on the same random numbers), judged by the simulated labelers: this
+    chooses the checkpoint."""
+    recs = [r for r in records for _ in range(cfg.dev_samples)]
+    gen = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
+    outs = M.respond(policy, enc, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature, generator=gen)
+    judged = [gold(r, M.decode(enc, o)) for r, o in zip(recs, outs)]
+    answerable = [g for r, g in zip(recs, judged) if r["answerable"]]
     return dict(dev_gold=float(np.mean([g["total"] for g in judged])),
-                dev_correct=float(np.mean([bool(g["correct"]) for g in judged])),
-                dev_abstain=float(np.mean([bool(g["abstain"]) for g in judged])))
+                dev_correct=float(np.mean([bool(g["correct"]) for g in answerable])),  # on answerable prompts
+                dev_abstain=float(np.mean([bool(g["abstain"]) for g in answerable])))
+
+
+def collapsed(dev, first, cfg):
+    """The labelers' veto on a checkpoint: it answers fewer answerable dev prompts correctly (by more than
+    cfg.max_correct_drop) or abstains on more of them (by more than cfg.max_abstain_rise) than SFT did. A gold
+    gain bought that way is the RM's blind spot being exploited, not a better policy."""
+    return (dev["dev_correct"] < first["dev_correct"] - cfg.max_correct_drop or
+            dev["dev_abstain"] > first["dev_abstain"] + cfg.max_abstain_rise)
 
 
 def corpus_batches(preset, enc, B, T, seed):
@@ -277,8 +297,8 @@ def train(cfg, args, out, name, device, enc, round_=1):
     kl_coef = cfg.kl_coef
     log_path = os.path.join(out, f"{name}_log.jsonl")
     logf = open(log_path, "w" if round_ == 1 else "a")
-    first = dev_eval(policy, enc, dev, cfg)
-    best = (first["dev_gold"], copy.deepcopy(policy.state_dict()), 0, 0.0)
+    first = dev_eval(policy, enc, dev, cfg, args.seed)
+    best = (first["dev_gold"], copy.deepcopy(policy.state_dict()), 0, 0.0, first)
     print(f"[{name}] round {round_}: dev gold before PPO {first['dev_gold']:+.3f}")
     progress = M.Progress(cfg.iterations, 1, name)
     it_done = 0
@@ -300,13 +320,15 @@ def train(cfg, args, out, name, device, enc, round_=1):
         if cfg.adaptive_kl:  # Ziegler et al. 2019: β ← β (1 + K_β e), e = clip(KL/target − 1, ±0.2)
             kl_coef *= 1 + 0.1 * float(np.clip(seq_kl / cfg.target_kl - 1, -0.2, 0.2))
         if (it + 1) % cfg.eval_every == 0 or it == cfg.iterations - 1:
-            row.update(dev_eval(policy, enc, dev, cfg))
-            if row["dev_gold"] > best[0] and (cfg.kl_budget <= 0 or seq_kl <= cfg.kl_budget):
-                best = (row["dev_gold"], copy.deepcopy(policy.state_dict()), it + 1, seq_kl)
+            row.update(dev_eval(policy, enc, dev, cfg, args.seed))
+            row["vetoed"] = cfg.veto and collapsed(row, first, cfg)
+            if row["dev_gold"] > best[0] and (cfg.kl_budget <= 0 or seq_kl <= cfg.kl_budget) and not row["vetoed"]:
+                best = (row["dev_gold"], copy.deepcopy(policy.state_dict()), it + 1, seq_kl, {k: row[k] for k in first})
         logf.write(json.dumps(row) + "\n")
         logf.flush()
         progress.step(it, rm=row["rm_score"], gold=row["gold"], kl=seq_kl, ent=row["entropy"],
-                      clip=row["clipfrac"], len=row["resp_len"], **({"dev": row["dev_gold"]} if "dev_gold" in row else {}))
+                      clip=row["clipfrac"], len=row["resp_len"], **({"dev": row["dev_gold"], "dev_correct": row["dev_correct"], "dev_abstain": row["dev_abstain"],
+                         "veto": row["vetoed"]} if "dev_gold" in row else {}))
         it_done = it + 1
         if cfg.kl_budget > 0 and seq_kl > cfg.kl_budget and kl_coef > 0:
             # (with β = 0, the over-optimisation exercise, the run goes on so the whole curve can be seen;
@@ -319,7 +341,9 @@ def train(cfg, args, out, name, device, enc, round_=1):
     M.save_checkpoint(os.path.join(out, f"{name}.pt"), policy, args.preset, name, enc.tokenizer_id,
                       extra=dict(round=round_, iteration=best[2], kl=best[3], dev_gold=best[0]))
     return dict(round=round_, chosen_iteration=best[2], chosen_kl=best[3], chosen_dev_gold=best[0],
-                dev_gold_before=first["dev_gold"], iterations_run=it_done)
+                chosen_dev_correct=best[4]["dev_correct"], chosen_dev_abstain=best[4]["dev_abstain"],
+                dev_gold_before=first["dev_gold"], dev_correct_before=first["dev_correct"],
+                dev_abstain_before=first["dev_abstain"], iterations_run=it_done)
 
 
 def plot(out, name):
@@ -346,6 +370,8 @@ def main():
     p.add_argument("--no-eos-trick", dest="eos_trick", action="store_const", const=False,
                    help="score responses that never end with the RM like any other (an exercise)")
     p.add_argument("--rounds", type=int, help="iterated RLHF: repeat reward.py (new comparisons) + PPO")
+    p.add_argument("--no-veto", dest="veto", action="store_const", const=False,
+                   help="keep the best dev-gold checkpoint even if it answers fewer prompts right or abstains more")
     args = p.parse_args()
     cfg = M.override(PRESETS[args.preset], args)
     if args.ptx and args.ptx_coef is None:
@@ -367,6 +393,17 @@ def main():
             subprocess.run(cmd, check=True)
         rounds.append(train(cfg, args, out, name, device, enc, r))
     plot(out, name)
+    if cfg.rounds > 1:  # iterated RLHF: what each round's RM knew and what its PPO policy did on the dev prompts
+        with open(os.path.join(out, "reward_metrics.json")) as f:
+            history = {h["round"]: h for h in json.load(f).get("history", [])}
+        print(f"\n{'round':>5s} {'RM acc':>7s} {'right>wrong':>12s} {'right>IDK':>10s} {'abstain>invent':>15s} "
+              f"{'dev gold':>17s} {'dev correct':>17s} {'dev abstain':>17s}")
+        for r in rounds:
+            h = history.get(r["round"], {})
+            pr = lambda k: h["probe"][k]["acc"] if h else float("nan")  # noqa: E731
+            print(f"{r['round']:5d} {h.get('acc_vs_labels', float('nan')):7.3f} {pr('fact_right_vs_wrong'):12.2f} "
+                  f"{pr('fact_right_vs_abstain'):10.2f} {pr('unfamiliar_abstain_vs_invented'):15.2f} "
+                  + " ".join(f"{r[k + '_before']:+7.3f} -> {r['chosen_' + k]:+6.3f}" for k in ("dev_gold", "dev_correct", "dev_abstain")))
     metrics = dict(rounds=rounds, seconds=time.time() - t0, config=asdict(cfg))
     M.write_json(os.path.join(out, f"{name}_metrics.json"), metrics)
     print(f"\n{name} took {metrics['seconds']:.0f}s; wrote {out}/{name}.pt, {name}_log.jsonl, {name}_curves.png")

@@ -30,16 +30,16 @@ Steps:
 
 Deviations from the paper:
   1. Scale: a ~2M-parameter RM initialised from our SFT model (paper: 6B RM, from a GPT-3 model fine-tuned on
-     public NLP data), 1.4k prompts (paper: ~33k), half of them knowledge questions (the paper's RM prompts
+     public NLP data), 1.6k prompts (paper: ~33k), 60% of them knowledge questions (the paper's RM prompts
      follow the API distribution): that is where the RM must learn truth, and where it is weakest.
   2. Contrast answers: in the paper, labelers ranked samples of several models. Our SFT model is right so often
      about common entities that its samples almost never show the mistakes the RM must learn to punish (a
-     wrong fact, "I don't know" where the answer is known); some prompts therefore get one or two labeler-
-     written contrast answers among their K responses. They are marked "contrast" in comparisons.jsonl.
+     wrong fact, "I don't know" where the answer is known); knowledge questions, sums and some other prompts
+     therefore get labeler-written contrast answers among their K responses (`pick_contrasts`). They are
+     marked "contrast:<kind>" in comparisons.jsonl.
   3. Epochs: the paper trains 1 epoch (its RM overfits after that). Ours sees each comparison up to 4 times and
-     we keep the epoch with the best held-out accuracy. Measured here: held-out loss is lowest after 2 epochs
-     and rises after (it overfits, as the paper says), while held-out accuracy and the probe's right-vs-"I don't
-     know" pairs still improve until epoch 4.
+     we keep the epoch with the best held-out accuracy against the labels. Measured here: held-out accuracy
+     still rises at epoch 4 while held-out loss is lowest at epoch 3.
   4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
      paper's 73% inter-labeler agreement.
 """
@@ -62,8 +62,8 @@ from data.labeler import agreement, contrasts, gold, probe_pairs, rank
 
 @dataclass
 class Config:
-    n_prompts: int = 1400  # comparison prompts used (rm_prompts.jsonl holds 3000 at cpu)
-    knowledge_share: float = 0.5  # share of them that are knowledge questions (open_qa)
+    n_prompts: int = 1600  # comparison prompts used (rm_prompts.jsonl holds 4000 at cpu)
+    knowledge_share: float = 0.6  # share of them that are knowledge questions (open_qa)
     k_min: int = 4
     k_max: int = 9
     hot_temperature: float = 1.4  # "SFT at a higher temperature"
@@ -77,7 +77,7 @@ class Config:
     lr: float = 2e-4
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    probe_per_kind: int = 50
+    probe_per_kind: int = 100
     labeler_temperature: float = None  # None: calibrated to 73% agreement; 0: a perfect labeler (gold order)
     log_every: int = 25
 
@@ -96,14 +96,21 @@ PRESETS = {
 
 def pick_contrasts(r, rng, p_contrast):
     """Labeler-written contrast answers for one prompt (deviation 2). Knowledge questions always get the pairs
-    the RM must learn and that SFT samples almost never show: where the answer can be known, the right fact,
-    "I don't know" and a wrong fact; where it cannot, "I don't know" and an invented answer (so right-vs-
-    abstain pairs on known entities are as frequent as abstain-vs-invent pairs on unfamiliar ones). Sums get
-    a right and a wrong one. Other prompts, with probability p_contrast, the right answer and one mistake."""
+    the RM must learn and that SFT samples almost never show. Where the answer can be known: the right fact,
+    "I don't know", two different wrong facts and the right fact said verbosely (as many confident right
+    answers as wrong ones). Where it cannot: "I don't know" and two invented answers. So right-vs-abstain
+    pairs on known entities are as frequent as abstain-vs-invent pairs on unfamiliar ones. Sums get a right
+    and a wrong answer; other prompts, with probability p_contrast, the right answer and one mistake."""
     c = contrasts(r, rng)
     if r["task"] == "open_qa":
-        kinds = ["right", "abstain", "wrong"] if r["answerable"] else ["abstain", "wrong"]
-    elif r["task"] == "other":
+        wrong2 = next((w for w in (contrasts(r, rng)["wrong"] for _ in range(20)) if w != c["wrong"]), None)
+        if not r["answerable"]:
+            return [("abstain", c["abstain"]), ("wrong", c["wrong"])] + ([("wrong", wrong2)] if wrong2 else [])
+        # as many confident right answers as wrong ones (the right one also said verbosely), so that a
+        # confident answer is not wrong more often than not; K < 6 keeps the first K - 1 of these
+        return [("right", c["right"]), ("abstain", c["abstain"]), ("wrong", c["wrong"]), ("verbose", c["verbose"])] + \
+            ([("wrong", wrong2)] if wrong2 else [])
+    if r["task"] == "other":
         kinds = ["right", "wrong"]
     elif rng.random() < p_contrast:
         kinds = ["right", rng.choice([k for k in ("wrong", "partial", "abstain", "verbose", "fragment") if k in c])]
@@ -326,7 +333,8 @@ def main():
     steps_per_epoch = (len(train) + cfg.batch_prompts - 1) // cfg.batch_prompts
     total = cfg.epochs * steps_per_epoch
     progress = M.Progress(total, cfg.log_every, "rm")
-    probe_records = M.read_jsonl(os.path.join(ddir, "dev_prompts.jsonl"), args.preset)
+    # the probe's prompts are ones the RM never trains on: the dev prompts and the PPO prompts
+    probe_records = [r for f in ("dev_prompts.jsonl", "ppo_prompts.jsonl") for r in M.read_jsonl(os.path.join(ddir, f), args.preset)]
     log = dict(step=[], loss=[], acc=[], epoch=[], val_acc=[], val_gold_acc=[], val_loss=[])
     first = evaluate_rm(rm, enc, val, device, rng)
     best = (first["acc_vs_labels"], copy.deepcopy(rm.state_dict()), 0, first)
@@ -383,7 +391,13 @@ def main():
                    all_tied_share=float(ties), n_train_prompts=len(train), n_val_prompts=len(val),
                    bias_shift=shift, probe=probe, collect_seconds=collect_time, total_seconds=total_time,
                    config=asdict(cfg))
-    M.write_json(os.path.join(out, "reward_metrics.json"), metrics)
+    metrics_path = os.path.join(out, "reward_metrics.json")
+    history = []
+    if args.round > 1 and os.path.exists(metrics_path):  # iterated RLHF: keep every round's accuracy and probe
+        with open(metrics_path) as f:
+            history = json.load(f).get("history", [])
+    metrics["history"] = history + [{k: metrics[k] for k in ("round", "acc_vs_labels", "acc_vs_gold", "probe")}]
+    M.write_json(metrics_path, metrics)
     print(f"\nRM held-out accuracy {metrics['acc_vs_labels']:.3f} vs labels (ceiling {ceiling:.3f}), "
           f"{metrics['acc_vs_gold']:.3f} vs gold; took {total_time:.0f}s (collect {collect_time:.0f}s)")
     print(f"wrote {out}/rm.pt, comparisons.jsonl, reward_metrics.json, reward_curves.png")

@@ -56,6 +56,22 @@ def test_sft_loss_ignores_prompt_tokens():
 # ---------------------------------------------------------------------------------------------- reward model
 
 
+def test_knowledge_questions_get_the_contrasts_the_rm_must_rank():
+    import random
+    from data.labeler import gold
+    rec = dict(id="t-0", task="open_qa", prompt="What is Dorvan's job?", template="open_qa/0", heldout_template=False,
+               answer="baker", tier="common", harmful=False, respectful=False, answerable=True, entity="Dorvan",
+               kind="person", attribute="job", question="What is Dorvan's job?", max_words=5)
+    picks = reward.pick_contrasts(rec, random.Random(0), p_contrast=0.0)
+    kinds = [k for k, _ in picks]
+    assert kinds == ["right", "abstain", "wrong", "verbose", "wrong"]
+    assert picks[2][1] != picks[4][1]  # two different wrong facts
+    g = {text: gold(rec, text)["total"] for _, text in picks}
+    assert g[picks[0][1]] > g[picks[1][1]] > g[picks[2][1]]  # right > "I don't know" > wrong, on a known entity
+    unknown = dict(rec, answer=None, tier="nokb", answerable=False)
+    assert [k for k, _ in reward.pick_contrasts(unknown, random.Random(0), 0.0)] == ["abstain", "wrong", "wrong"]
+
+
 def test_rm_loss_matches_hand_computed_pairs():
     scores = torch.tensor([2.0, 0.5, -1.0])
     ranking = [1, 0, 2]  # the labeler put response 1 first, then 0, then 2
