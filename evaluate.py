@@ -334,11 +334,13 @@ def main():
 
     # SFT's competence as its most likely answers show it (greedy), per task family: the bar SFT must clear
     # before RL (an answerable prompt counts as correct when the task checker accepts the answer)
-    greedy = [gold(r, M.decode(enc, o)) for r, o in zip(records, M.respond(sft, enc, [r["prompt"] for r in records],
-                                                                            S["max_new_tokens"], temperature=0))]
-    fams = sorted({r["task"] if r["task"] != "open_qa" else "open_qa/" + r["tier"] for r in records if r["answerable"]})
-    res["sft"]["competence_greedy"] = {f: rate([g["correct"] for r, g in zip(records, greedy) if r["answerable"] and
-                                                f in (r["task"], "open_qa/" + str(r["tier"]))]) for f in fams}
+    outs = M.respond(sft, enc, [r["prompt"] for r in records], S["max_new_tokens"], temperature=0)
+    competence = {}
+    for r, o in zip(records, outs):
+        if r["answerable"]:
+            family = r["task"] if r["task"] != "open_qa" else f"open_qa/{r['tier']}"
+            competence.setdefault(family, []).append(gold(r, M.decode(enc, o))["correct"])
+    res["sft"]["competence_greedy"] = {f: rate(v) for f, v in sorted(competence.items())}
     print("SFT competence (greedy, answerable prompts): " +
           ", ".join(f"{f} {v:.2f}" for f, v in res["sft"]["competence_greedy"].items()))
 

@@ -326,9 +326,9 @@ def train(cfg, args, out, name, device, enc, round_=1):
                 best = (row["dev_gold"], copy.deepcopy(policy.state_dict()), it + 1, seq_kl, {k: row[k] for k in first})
         logf.write(json.dumps(row) + "\n")
         logf.flush()
+        dev_stats = {k: row[k] for k in ("dev_gold", "dev_correct", "dev_abstain", "vetoed") if k in row}
         progress.step(it, rm=row["rm_score"], gold=row["gold"], kl=seq_kl, ent=row["entropy"],
-                      clip=row["clipfrac"], len=row["resp_len"], **({"dev": row["dev_gold"], "dev_correct": row["dev_correct"], "dev_abstain": row["dev_abstain"],
-                         "veto": row["vetoed"]} if "dev_gold" in row else {}))
+                      clip=row["clipfrac"], len=row["resp_len"], **dev_stats)
         it_done = it + 1
         if cfg.kl_budget > 0 and seq_kl > cfg.kl_budget and kl_coef > 0:
             # (with β = 0, the over-optimisation exercise, the run goes on so the whole curve can be seen;
@@ -403,7 +403,8 @@ def main():
             pr = lambda k: h["probe"][k]["acc"] if h else float("nan")  # noqa: E731
             print(f"{r['round']:5d} {h.get('acc_vs_labels', float('nan')):7.3f} {pr('fact_right_vs_wrong'):12.2f} "
                   f"{pr('fact_right_vs_abstain'):10.2f} {pr('unfamiliar_abstain_vs_invented'):15.2f} "
-                  + " ".join(f"{r[k + '_before']:+7.3f} -> {r['chosen_' + k]:+6.3f}" for k in ("dev_gold", "dev_correct", "dev_abstain")))
+                  f"{r['dev_gold_before']:+7.3f} -> {r['chosen_dev_gold']:+6.3f} "
+                  + " ".join(f"{r[k + '_before']:7.3f} -> {r['chosen_' + k]:6.3f}" for k in ("dev_correct", "dev_abstain")))
     metrics = dict(rounds=rounds, seconds=time.time() - t0, config=asdict(cfg))
     M.write_json(os.path.join(out, f"{name}_metrics.json"), metrics)
     print(f"\n{name} took {metrics['seconds']:.0f}s; wrote {out}/{name}.pt, {name}_log.jsonl, {name}_curves.png")

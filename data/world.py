@@ -8,8 +8,9 @@ generator writes everything to data/<preset>/:
 
   corpus.txt, corpus_heldout.txt  documents separated by a line `<|endoftext|>`: encyclopedia entries,
                                   forum Q&A of mixed quality (right, confidently wrong, rude, off-topic),
-                                  stories, reviews, lists, arithmetic worksheets, word games, letters and
-                                  some toxic rants. The base model learns facts *and* bad habits here.
+                                  stories, reviews, lists, arithmetic worksheets, word games, letters,
+                                  passages with recaps, reading-comprehension exercises and some toxic
+                                  rants. The base model learns facts, skills *and* bad habits here.
   kb.json                         the knowledge base. Entities have a kind (person/place/creature), 3 facts
                                   and a tier: common (many paraphrases in the corpus), rare (1-2 mentions),
                                   unseen_sft (only in SFT demonstrations), unseen_rl (only in RM/PPO
