@@ -62,7 +62,7 @@ nokl: $(O)/rm.pt
 
 # Iterated RLHF: steps 2 and 3 repeated (new comparisons from the PPO policy, RM retrained, PPO again).
 rounds: $(O)/rm.pt
-	$(PY) ppo.py --preset $(PRESET) --rounds 2 --out out/$(PRESET)-rounds
+	$(PY) ppo.py --preset $(PRESET) --rounds 2 --no-veto --out out/$(PRESET)-rounds
 
 clean:
 	rm -rf out/$(PRESET) data/$(PRESET)

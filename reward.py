@@ -39,7 +39,7 @@ Deviations from the paper:
      marked "contrast:<kind>" in comparisons.jsonl.
   3. Epochs: the paper trains 1 epoch (its RM overfits after that). Ours sees each comparison up to 4 times and
      we keep the epoch with the best held-out accuracy against the labels. Measured here: held-out accuracy
-     still rises at epoch 4 while held-out loss is lowest at epoch 3.
+     still rises at epoch 4 while held-out loss is lowest after 2-3 epochs (it overfits, as the paper says).
   4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
      paper's 73% inter-labeler agreement.
 """
