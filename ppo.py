@@ -298,7 +298,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
     log_path = os.path.join(out, f"{name}_log.jsonl")
     logf = open(log_path, "w" if round_ == 1 else "a")
     first = dev_eval(policy, enc, dev, cfg, args.seed)
-    best = (first["dev_gold"], copy.deepcopy(policy.state_dict()), 0, 0.0, first)
+    best = dict(state=copy.deepcopy(policy.state_dict()), iteration=0, kl=0.0, **first)  # the checkpoint to keep
     print(f"[{name}] round {round_}: dev gold before PPO {first['dev_gold']:+.3f}")
     progress = M.Progress(cfg.iterations, 1, name)
     it_done = 0
@@ -322,8 +322,8 @@ def train(cfg, args, out, name, device, enc, round_=1):
         if (it + 1) % cfg.eval_every == 0 or it == cfg.iterations - 1:
             row.update(dev_eval(policy, enc, dev, cfg, args.seed))
             row["vetoed"] = cfg.veto and collapsed(row, first, cfg)
-            if row["dev_gold"] > best[0] and (cfg.kl_budget <= 0 or seq_kl <= cfg.kl_budget) and not row["vetoed"]:
-                best = (row["dev_gold"], copy.deepcopy(policy.state_dict()), it + 1, seq_kl, {k: row[k] for k in first})
+            if row["dev_gold"] > best["dev_gold"] and (cfg.kl_budget <= 0 or seq_kl <= cfg.kl_budget) and not row["vetoed"]:
+                best = dict(state=copy.deepcopy(policy.state_dict()), iteration=it + 1, kl=seq_kl, **{k: row[k] for k in first})
         logf.write(json.dumps(row) + "\n")
         logf.flush()
         dev_stats = {k: row[k] for k in ("dev_gold", "dev_correct", "dev_abstain", "vetoed") if k in row}
@@ -336,12 +336,11 @@ def train(cfg, args, out, name, device, enc, round_=1):
             print(f"[{name}] KL {seq_kl:.2f} > budget {cfg.kl_budget}: stopping")
             break
     logf.close()
-    policy.load_state_dict(best[1])
-    print(f"[{name}] keeping iteration {best[2]} (dev gold {best[0]:+.3f}, KL {best[3]:.2f})")
+    policy.load_state_dict(best["state"])
+    print(f"[{name}] keeping iteration {best['iteration']} (dev gold {best['dev_gold']:+.3f}, KL {best['kl']:.2f})")
     M.save_checkpoint(os.path.join(out, f"{name}.pt"), policy, args.preset, name, enc.tokenizer_id,
-                      extra=dict(round=round_, iteration=best[2], kl=best[3], dev_gold=best[0]))
-    return dict(round=round_, chosen_iteration=best[2], chosen_kl=best[3], chosen_dev_gold=best[0],
-                chosen_dev_correct=best[4]["dev_correct"], chosen_dev_abstain=best[4]["dev_abstain"],
+                      extra=dict(round=round_, iteration=best["iteration"], kl=best["kl"], dev_gold=best["dev_gold"]))
+    return dict(round=round_, **{f"chosen_{k}": v for k, v in best.items() if k != "state"},
                 dev_gold_before=first["dev_gold"], dev_correct_before=first["dev_correct"],
                 dev_abstain_before=first["dev_abstain"], iterations_run=it_done)
 

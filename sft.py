@@ -18,7 +18,7 @@ write prompts.
 
 Deviations from the paper:
   1. Scale: a ~2M-parameter base model and ~3.8k demonstrations (paper: 175B, ~13k), 6 epochs (paper: 16),
-     so that SFT fits in ~3.5 minutes on a CPU. Residual dropout 0.1 (paper 0.2): with few epochs there is
+     so that SFT fits in ~3 minutes on a CPU. Residual dropout 0.1 (paper 0.2): with few epochs there is
      little to regularise.
   2. Checkpoint selection: the paper picks the epoch with the best RM score on a validation set, but our RM is
      trained on samples of this very SFT model, so it does not exist yet. We keep the epoch whose greedy
