@@ -196,9 +196,8 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
     logp, h = forward_policy(policy, ids, cfg.temperature)
     ref_logp, _ = forward_policy(ref, ids, cfg.temperature)
     values = value.scores(ids[:, :-1]) * mask  # (B, L-1) V(state before each response token)
-    last = (mask * torch.arange(mask.size(1), device=device)).argmax(1)  # (B,)
-    # r_θ(x, y) read at the last real token (the EOT), EOS trick for responses that did not end
-    score = rm.scores(ids)[torch.arange(len(records)), last + 1]
+    # r_θ(x, y) (read at the last real token, the EOT, plus α·log p_θ(y|x)); EOS trick for responses that did not end
+    score = M.reward_from_ids(rm, ids, mask)
     if cfg.eos_trick:
         score = torch.where(ended, score, torch.full_like(score, cfg.no_eos_score))
     logits = policy.logits(h) / cfg.temperature  # (B, L-1, V), only for the entropy log

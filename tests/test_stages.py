@@ -93,8 +93,8 @@ def test_rm_loss_averages_prompts_not_pairs():
 def test_every_response_forwarded_once_per_step(enc, monkeypatch):
     rm = tiny(enc, scalar_head=True)
     calls = []
-    orig = rm.scores
-    monkeypatch.setattr(rm, "scores", lambda idx: calls.append(idx.size(0)) or orig(idx))
+    orig = rm.forward
+    monkeypatch.setattr(rm, "forward", lambda idx, *a, **k: calls.append(idx.size(0)) or orig(idx, *a, **k))
     items = [dict(prompt="What is 3 + 4?", responses=["7", "It is 7.", "8", "no"], ranking=[1, 0, 3, 2]),
              dict(prompt="Who is Dorvan?", responses=["a baker", "a fox", "the river", "red", "fox"],
                   ranking=[0, 1, 2, 3, 4])]
@@ -105,13 +105,34 @@ def test_every_response_forwarded_once_per_step(enc, monkeypatch):
 
 def test_rm_score_ignores_padding(enc):
     rm = tiny(enc, scalar_head=True)
+    rm.score_loglik.data.fill_(0.5)  # the log-likelihood term must ignore padding too
     alone = reward.rm_scores(rm, enc, [("What is 3 + 4?", "It is 7.")], "cpu")
     padded = reward.rm_scores(rm, enc, [("What is 3 + 4?", "It is 7."), ("Who is Dorvan? " * 4, "A baker. " * 5)], "cpu")
     assert torch.allclose(alone[0], padded[0], atol=1e-6)
 
 
+def test_rm_loglik_term_is_the_sum_of_response_token_logprobs(enc):
+    """r_θ = head at the final EOT + α·Σ_t log p_θ(y_t|x, y_<t): check the second part by hand, on response tokens
+    only (prompt tokens and padding excluded), and that ppo.py's rollouts get the same score as reward.py."""
+    rm = tiny(enc, scalar_head=True)
+    torch.nn.init.zeros_(rm.score_head.weight)
+    torch.nn.init.zeros_(rm.score_head.bias)
+    rm.score_loglik.data.fill_(1.0)
+    x, y = "What is 3 + 4?", "It is 7."
+    ids, start = M.encode_chat(enc, x, y)
+    with torch.no_grad():
+        logits = rm.logits(rm(torch.tensor([ids])))[0]  # (T, V)
+        by_hand = sum(torch.log_softmax(logits[t - 1], -1)[ids[t]].item() for t in range(start, len(ids)))
+        got = reward.rm_scores(rm, enc, [(x, y), ("Who is Dorvan? " * 4, "A baker. " * 5)], "cpu")[0].item()
+        prompt_ids = [M.encode_prompt(enc, x), M.encode_prompt(enc, "Who?")]
+        seq_ids, mask = ppo.build_sequences(enc, prompt_ids, [M.encode_response(enc, y), M.encode_response(enc, "No.")], "cpu")
+        in_ppo = M.reward_from_ids(rm, seq_ids, mask)[0].item()
+    assert abs(got - by_hand) < 1e-4 and abs(in_ppo - by_hand) < 1e-4
+
+
 def test_normalisation_makes_demonstrations_mean_zero(enc):
     rm = tiny(enc, scalar_head=True)
+    rm.score_loglik.data.fill_(0.1)
     demos = [dict(prompt=f"What is {a} + 4?", response=f"It is {a + 4}.") for a in range(10)]
     reward.normalise(rm, enc, demos, "cpu")
     scores = reward.rm_scores(rm, enc, [(d["prompt"], d["response"]) for d in demos], "cpu")
