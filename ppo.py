@@ -12,7 +12,8 @@ model from the RM; the reference π^SFT (`ref`) and the RM (`rm`) are frozen.
     python ppo.py --preset cpu --ptx                 # PPO-ptx (ptx_coef from the preset) -> ppo_ptx.pt
     python ppo.py --preset cpu --kl-coef 0 --out out/cpu-nokl     # the over-optimisation exercise
     python ppo.py --preset cpu --rounds 2            # iterated RLHF: after each PPO round, reward.py collects
-                                                     # comparisons from the new policy and retrains the RM
+                                                     # comparisons from the new policy and retrains the RM;
+                                                     # the next round's PPO starts again from SFT
 
 Reads  out/<preset>/sft.pt, rm.pt, data/<preset>/ppo_prompts.jsonl, dev_prompts.jsonl, corpus.txt (ptx)
 Writes out/<preset>/ppo.pt (or ppo_ptx.pt), ppo_log.jsonl (ppo_ptx_log.jsonl), ppo_metrics.json, ppo_curves.png
@@ -274,11 +275,16 @@ def corpus_batches(preset, enc, B, T, seed):
 
 
 def train(cfg, args, out, name, device, enc, round_=1):
-    """One PPO run: policy from sft.pt (round 1) or the previous round's policy; returns its metrics."""
+    """One PPO run, the policy initialised from sft.pt; returns its metrics.
+
+    Every round starts from SFT, so that rounds differ only in their RM (the previous round's policy has done
+    its work by then: its samples are in the new comparisons). A round that went on from the previous policy
+    would start nats away from SFT, with little of the KL budget left (measured: round 2 then kept the
+    abstention round 1 had learned)."""
     hint = lambda s: f"python {s} --preset {args.preset}"  # noqa: E731
     ddir = M.data_dir(args.preset)
     load = lambda f, h, **kw: M.load_checkpoint(os.path.join(out, f), hint(h), enc.tokenizer_id, device, dropout=0.0, **kw)[0]  # noqa: E731
-    policy = load("sft.pt" if round_ == 1 else f"{name}.pt", "sft.py" if round_ == 1 else "ppo.py")
+    policy = load("sft.pt", "sft.py")
     ref = load("sft.pt", "sft.py")
     rm = load("rm.pt", "reward.py")
     value = load("rm.pt", "reward.py")  # value model initialised from the RM (paper §3.5)
