@@ -256,8 +256,8 @@ class GPT(nn.Module):
             self.score_head = nn.Linear(cfg.n_embd, 1)
             nn.init.normal_(self.score_head.weight, std=1 / math.sqrt(cfg.n_embd + 1))
             nn.init.zeros_(self.score_head.bias)
-            # α of the reward model's log-likelihood term (see reward_from_ids); starts at 0, i.e. at the paper's
-            # RM. The value model inherits it from the RM and never uses it.
+            # α of the reward model's log-likelihood term (see reward_from_ids); 0 is the paper's RM, and reward.py
+            # sets it (a fixed hyperparameter). The value model inherits it from the RM and never uses it.
             self.score_loglik = nn.Parameter(torch.zeros(()))
 
     def _init_weights(self, m):
@@ -474,10 +474,10 @@ def reward_from_ids(rm, ids, resp_mask):
         r_θ(x, y) = w·h_EOT + b  +  α · Σ_t log p_θ(y_t | x, y_<t)
 
     The first part is the paper's RM: a scalar head read at the final token. The second is the RM's own language
-    model (it keeps the SFT model's unembedding) scoring the response, weighted by a learned α that starts at 0.
-    Why: a 2M-parameter RM trained on 1.6k prompts does not learn to read out the facts its body knows (right vs
-    wrong fact: 0.58 without this term), while the body's log-likelihood ranks the right fact first on 93% of
-    the probe pairs; with the term, eq. (1) learns to use it (reward.py's docstring, deviation 5).
+    model (it keeps the SFT model's unembedding) scoring the response, weighted by α (rm.score_loglik, fixed by
+    reward.py). Why: a 2M-parameter RM trained on 1.6k prompts does not learn to read out the facts its body
+    knows (right vs wrong fact: 0.58 without this term), while the body's log-likelihood ranks the right fact
+    first on 97% of the probe pairs (reward.py's docstring, deviation 5).
     """
     h = rm(ids)  # (B, T, C)
     B = ids.size(0)

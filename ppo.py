@@ -94,7 +94,8 @@ class Config:
     grad_clip: float = 1.0
     eval_every: int = 5  # dev prompts judged every N iterations (checkpoint choice)
     dev_prompts: int = 200
-    dev_samples: int = 2  # sampled answers per dev prompt
+    dev_samples: int = 8  # sampled answers per dev prompt: with 2, SFT's dev gold ranged +0.24..+0.35 over
+    # seeds (standard error ≈ 0.05, as large as PPO's effect); with 8 it is +0.30..+0.31 (~4 s per judgement)
     veto: bool = True  # never keep a checkpoint that answers fewer answerable dev prompts right or abstains more
     max_correct_drop: float = 0.03
     max_abstain_rise: float = 0.05

@@ -43,12 +43,14 @@ Deviations from the paper:
      loss are best after 2 epochs; the third overfits (loss up), as the paper says.
   4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
      paper's 73% inter-labeler agreement.
-  5. The RM keeps the SFT model's unembedding: r_θ(x, y) = w·h_EOT + b + α·log p_θ(y|x), α learned by eq. (1)
-     from 0 (model.reward_from_ids). The paper's RM is the first part only. Ours, without the second, scored a
-     right and a wrong fact alike (probe 0.58) although its own body, read as a language model, ranks the right
-     fact first on 93% of the same pairs: at 2M parameters and 1.6k prompts the head never learned to read the
-     knowledge out. With the term the probe reads right > wrong 0.90 (README, "Results"); `--loglik-lr 0`
-     keeps α = 0, the paper's RM, for comparison (an exercise).
+  5. The RM keeps the SFT model's unembedding: r_θ(x, y) = w·h_EOT + b + α·log p_θ(y|x), with a fixed α = 0.1
+     (model.reward_from_ids). The paper's RM is the first part only. Ours, without the second, scored a right
+     and a wrong fact alike (probe 0.58) although its own body, read as a language model, ranks the right fact
+     first on 97% of the same pairs: at 2M parameters and 1.6k prompts the head never learns to read the
+     knowledge out. α is fixed rather than learned: learned by eq. (1) it stayed at 0.02-0.04 (the head fits
+     the training comparisons instead), while on held-out comparisons 0.05-0.2 did better. Measured at cpu:
+     α = 0.1 gives 69.4% held-out accuracy vs labels (learned α: 66.5%) and right > wrong fact 0.97 (0.90).
+     `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
 """
 
 import copy
@@ -82,8 +84,7 @@ class Config:
     epochs: int = 3
     batch_prompts: int = 16
     lr: float = 2e-4
-    loglik_lr: float = 1e-2  # learning rate of α, the weight of the log-likelihood term (deviation 5): at 2e-4 it
-    # moved too slowly (α 0.008 after one epoch, right > wrong 0.72 instead of 0.90)
+    loglik_coef: float = 0.1  # α, the fixed weight of the log-likelihood term (deviation 5); 0 = the paper's RM
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     probe_per_kind: int = 100
@@ -268,8 +269,8 @@ def main():
     p.add_argument("--n-prompts", dest="n_prompts", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--loglik-lr", dest="loglik_lr", type=float,
-                   help="learning rate of α, the log-likelihood term's weight (0 keeps α = 0: the paper's RM)")
+    p.add_argument("--loglik-coef", dest="loglik_coef", type=float,
+                   help="α, the weight of the log-likelihood term (0: the paper's RM, a head only)")
     p.add_argument("--k-max", dest="k_max", type=int, help="largest K (set --k-min 2 --k-max 2 for pairs only)")
     p.add_argument("--k-min", dest="k_min", type=int)
     p.add_argument("--p-contrast", dest="p_contrast", type=float)
@@ -340,10 +341,9 @@ def main():
     else:
         rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), hint("reward.py"), enc.tokenizer_id, device)
     del sft, policies
-    rm.score_loglik.requires_grad_(False)  # α gets its own learning rate (a group of its own, added below)
+    rm.score_loglik.data.fill_(cfg.loglik_coef)  # α is fixed, not learned (deviation 5)
+    rm.score_loglik.requires_grad_(False)
     opt = M.configure_optimizer(rm, cfg.lr, cfg.weight_decay)
-    rm.score_loglik.requires_grad_(True)
-    opt.add_param_group(dict(params=[rm.score_loglik], weight_decay=0.0, lr_scale=cfg.loglik_lr / cfg.lr))
     steps_per_epoch = (len(train) + cfg.batch_prompts - 1) // cfg.batch_prompts
     total = cfg.epochs * steps_per_epoch
     progress = M.Progress(total, cfg.log_every, "rm")
@@ -357,7 +357,7 @@ def main():
         rng.shuffle(train)
         for s in range(0, len(train), cfg.batch_prompts):
             for g in opt.param_groups:
-                g["lr"] = M.cosine_lr(step, total, cfg.lr, warmup=10, min_ratio=0.1) * g.get("lr_scale", 1.0)
+                g["lr"] = M.cosine_lr(step, total, cfg.lr, warmup=10, min_ratio=0.1)
             loss, acc = batch_loss(rm, enc, train[s : s + cfg.batch_prompts], device)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -366,14 +366,14 @@ def main():
             log["step"].append(step)
             log["loss"].append(loss.item())
             log["acc"].append(acc)
-            progress.step(step, loss=loss.item(), acc=acc, alpha=rm.score_loglik.item(), epoch=epoch)
+            progress.step(step, loss=loss.item(), acc=acc, epoch=epoch)
             step += 1
         ev = evaluate_rm(rm, enc, val, device, rng)
         for k, v in [("epoch", epoch + 1), ("val_acc", ev["acc_vs_labels"]), ("val_gold_acc", ev["acc_vs_gold"]),
                      ("val_loss", ev["loss"])]:
             log[k].append(v)
         print(f"epoch {epoch + 1}: held-out loss {ev['loss']:.3f}, accuracy vs labels {ev['acc_vs_labels']:.3f}, "
-              f"vs gold {ev['acc_vs_gold']:.3f} (ceiling {ceiling:.3f}); α = {rm.score_loglik.item():.4f}")
+              f"vs gold {ev['acc_vs_gold']:.3f} (ceiling {ceiling:.3f})")
         if ev["acc_vs_labels"] > best[0]:
             best = (ev["acc_vs_labels"], copy.deepcopy(rm.state_dict()), epoch + 1, ev)
     rm.load_state_dict(best[1])

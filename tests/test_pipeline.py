@@ -133,3 +133,14 @@ def test_tiny_ppo_run_raises_its_rm_score(chain):
     rows = [json.loads(line) for line in open(os.path.join(chain, "ppo_log.jsonl"))]
     first, last = rows[0]["rm_score"], max(r["rm_score"] for r in rows[-3:])
     assert last > first, [r["rm_score"] for r in rows]
+
+
+def test_rm_alpha_is_fixed_at_the_configured_value(chain):
+    """α of r_θ's log-likelihood term is a hyperparameter (reward.py, deviation 5): training must not move it,
+    and the saved RM (which ppo.py and evaluate.py load) must carry it."""
+    enc = M.load_tokenizer("test")
+    rm, _ = M.load_checkpoint(os.path.join(chain, "rm.pt"), "", enc.tokenizer_id)
+    assert reward.PRESETS["test"].loglik_coef > 0
+    assert rm.score_loglik.item() == pytest.approx(reward.PRESETS["test"].loglik_coef)
+    metrics = json.load(open(os.path.join(chain, "reward_metrics.json")))
+    assert metrics["loglik_coef"] == pytest.approx(reward.PRESETS["test"].loglik_coef)
