@@ -60,9 +60,9 @@ chat: $(O)/ppo.pt
 nokl: $(O)/rm.pt
 	$(PY) ppo.py --preset $(PRESET) --kl-coef 0 --out out/$(PRESET)-nokl
 
-# Iterated RLHF: steps 2 and 3 repeated (new comparisons from the PPO policy, RM retrained, PPO again).
+# Iterated RLHF: steps 2 and 3 repeated (new comparisons from where PPO ended, RM retrained, PPO again from SFT).
 rounds: $(O)/rm.pt
-	$(PY) ppo.py --preset $(PRESET) --rounds 2 --no-veto --out out/$(PRESET)-rounds
+	$(PY) ppo.py --preset $(PRESET) --rounds 2 --out out/$(PRESET)-rounds
 
 clean:
 	rm -rf out/$(PRESET) data/$(PRESET)

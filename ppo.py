@@ -12,11 +12,12 @@ model from the RM; the reference π^SFT (`ref`) and the RM (`rm`) are frozen.
     python ppo.py --preset cpu --ptx                 # PPO-ptx (ptx_coef from the preset) -> ppo_ptx.pt
     python ppo.py --preset cpu --kl-coef 0 --out out/cpu-nokl     # the over-optimisation exercise
     python ppo.py --preset cpu --rounds 2            # iterated RLHF: after each PPO round, reward.py collects
-                                                     # comparisons from the new policy and retrains the RM;
-                                                     # the next round's PPO starts again from SFT
+                                                     # comparisons from the policy PPO ended with and retrains
+                                                     # the RM; the next round's PPO starts again from SFT
 
 Reads  out/<preset>/sft.pt, rm.pt, data/<preset>/ppo_prompts.jsonl, dev_prompts.jsonl, corpus.txt (ptx)
-Writes out/<preset>/ppo.pt (or ppo_ptx.pt), ppo_log.jsonl (ppo_ptx_log.jsonl), ppo_metrics.json, ppo_curves.png
+Writes out/<preset>/ppo.pt (or ppo_ptx.pt; the checkpoint kept), ppo_last.pt (the policy at the end of the run),
+       ppo_log.jsonl (ppo_ptx_log.jsonl), ppo_metrics.json, ppo_curves.png
 
 One iteration (CleanRL's ppo.py, adapted to language as in Ziegler et al. 2019 and Stiennon et al. 2020):
   1. Rollout: sample a response y to each of a batch of prompts x from the policy (temperature 1, KV cache).
@@ -46,6 +47,9 @@ Deviations from the paper:
   4. The value model is a separate network initialised from the RM (as the paper), trained with the policy by
      one optimiser; learning rate 3e-5 (the paper uses 9.65e-6 for 1.3B; at 1e-5 our 2M-parameter policy
      moved less than 0.05 nats from SFT in 10 iterations).
+  5. Iterated RLHF (--rounds): the paper collects new comparisons "on the current best policy". We collect them
+     from the policy each round *ended* with (ppo_last.pt): the kept checkpoint is often SFT itself (the veto),
+     whose samples the RM has seen already, while the last policy shows the RM the hacks it has to unlearn.
 """
 
 import copy
@@ -342,6 +346,9 @@ def train(cfg, args, out, name, device, enc, round_=1):
             print(f"[{name}] KL {seq_kl:.2f} > budget {cfg.kl_budget}: stopping")
             break
     logf.close()
+    # the policy as PPO left it, hacks and all: iterated RLHF collects the next round's comparisons from it
+    M.save_checkpoint(os.path.join(out, f"{name}_last.pt"), policy, args.preset, name, enc.tokenizer_id,
+                      extra=dict(round=round_, iteration=it_done, kl=seq_kl))
     policy.load_state_dict(best["state"])
     print(f"[{name}] keeping iteration {best['iteration']} (dev gold {best['dev_gold']:+.3f}, KL {best['kl']:.2f})")
     M.save_checkpoint(os.path.join(out, f"{name}.pt"), policy, args.preset, name, enc.tokenizer_id,
@@ -393,7 +400,7 @@ def main():
     for r in range(1, cfg.rounds + 1):
         if r > 1:  # step 2 again: comparisons from the current policy, RM continues training on old + new
             cmd = [sys.executable, "reward.py", "--preset", args.preset, "--out", out, "--seed", str(args.seed),
-                   "--device", args.device, "--policy", f"{name}.pt", "--round", str(r)]
+                   "--device", args.device, "--policy", f"{name}_last.pt", "--round", str(r)]
             print("$ " + " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
         rounds.append(train(cfg, args, out, name, device, enc, r))

@@ -51,7 +51,8 @@ def chain(tmp_path_factory):
 def test_chain_writes_every_stage_output(chain):
     for f in ["base.pt", "sft.pt", "rm.pt", "ppo.pt", "ppo_ptx.pt", "comparisons.jsonl", "eval.json", "report.md",
               "pretrain_metrics.json", "sft_metrics.json", "reward_metrics.json", "ppo_metrics.json",
-              "ppo_ptx_metrics.json", "ppo_log.jsonl", "ppo_ptx_log.jsonl", "pretrain_loss.png", "sft_loss.png",
+              "ppo_ptx_metrics.json", "ppo_log.jsonl", "ppo_ptx_log.jsonl", "ppo_last.pt", "ppo_ptx_last.pt",
+              "pretrain_loss.png", "sft_loss.png",
               "reward_curves.png", "ppo_curves.png", "eval_win_rate.png", "eval_breakdown.png",
               "eval_overoptimisation.png"]:
         assert os.path.getsize(os.path.join(chain, f)) > 0, f
@@ -144,3 +145,29 @@ def test_rm_alpha_is_fixed_at_the_configured_value(chain):
     assert rm.score_loglik.item() == pytest.approx(reward.PRESETS["test"].loglik_coef)
     metrics = json.load(open(os.path.join(chain, "reward_metrics.json")))
     assert metrics["loglik_coef"] == pytest.approx(reward.PRESETS["test"].loglik_coef)
+
+
+def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, tmp_path, monkeypatch):
+    """Iterated RLHF: round 2 runs reward.py on comparisons sampled from the policy round 1 ended with
+    (ppo_last.pt), appends them to the old ones, and the RM history holds both rounds."""
+    import shutil
+    import subprocess
+    out = str(tmp_path)
+    for f in ("base.pt", "sft.pt", "rm.pt", "comparisons.jsonl", "reward_metrics.json"):
+        shutil.copy(os.path.join(chain, f), os.path.join(out, f))
+    n_old = len(open(os.path.join(out, "comparisons.jsonl")).readlines())
+    cmds, real_run = [], subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: (cmds.append(cmd), real_run(cmd, **kw))[1])
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        run(ppo, "--preset", "test", "--out", out, "--iterations", "2", "--rounds", "2")
+    finally:
+        os.chdir(cwd)
+    assert len(cmds) == 1 and cmds[0][cmds[0].index("--policy") + 1] == "ppo_last.pt"
+    items = [json.loads(line) for line in open(os.path.join(out, "comparisons.jsonl"))]
+    assert len(items) > n_old and {it["round"] for it in items[n_old:]} == {2}
+    assert any(s.startswith("round2:policy") for it in items[n_old:] for s in it["sources"])
+    history = json.load(open(os.path.join(out, "reward_metrics.json")))["history"]
+    assert [h["round"] for h in history] == [1, 2]
+    assert [r["round"] for r in json.load(open(os.path.join(out, "ppo_metrics.json")))["rounds"]] == [1, 2]
