@@ -467,6 +467,17 @@ def target_mask(T, start, end, device):
     return (t >= start) & (t < end)
 
 
+def reward_parts(rm, ids, resp_mask):
+    """The two parts of r_θ(x, y) (see reward_from_ids), each (B,): the head read at the final token, w·h_EOT + b,
+    and the RM's own log-likelihood of the response, Σ_t log p_θ(y_t | x, y_<t)."""
+    h = rm(ids)  # (B, T, C)
+    B = ids.size(0)
+    last = (resp_mask * torch.arange(resp_mask.size(1), device=ids.device)).argmax(1) + 1  # (B,) the final token
+    head = rm.score_head(h[torch.arange(B, device=ids.device), last]).squeeze(-1)  # (B,)
+    loglik = (token_logprobs(h[:, :-1], rm.lm_head.weight, ids[:, 1:]) * resp_mask).sum(1)  # (B,) log p_θ(y|x)
+    return head, loglik
+
+
 def reward_from_ids(rm, ids, resp_mask):
     """r_θ(x, y) for right-padded prompt+response sequences ids (B, T); resp_mask (B, T-1) marks the positions j
     whose target ids[:, j+1] is a response token (the last of them is the final <|endoftext|>):
@@ -476,19 +487,16 @@ def reward_from_ids(rm, ids, resp_mask):
     The first part is the paper's RM: a scalar head read at the final token. The second is the RM's own language
     model (it keeps the SFT model's unembedding) scoring the response, weighted by α (rm.score_loglik, fixed by
     reward.py). Why: a 2M-parameter RM trained on 1.6k prompts does not learn to read out the facts its body
-    knows (right vs wrong fact: 0.58 without this term), while the body's log-likelihood ranks the right fact
-    first on 97% of the probe pairs (reward.py's docstring, deviation 5).
+    knows (right vs wrong fact: 0.54 without this term), while the body's log-likelihood ranks the right fact
+    first on 94% of the probe pairs (reward.py's docstring, deviation 5; its probe table shows both parts).
     """
-    h = rm(ids)  # (B, T, C)
-    B = ids.size(0)
-    last = (resp_mask * torch.arange(resp_mask.size(1), device=ids.device)).argmax(1) + 1  # (B,) the final token
-    head = rm.score_head(h[torch.arange(B, device=ids.device), last]).squeeze(-1)  # (B,)
-    loglik = (token_logprobs(h[:, :-1], rm.lm_head.weight, ids[:, 1:]) * resp_mask).sum(1)  # (B,) log p_θ(y|x)
+    head, loglik = reward_parts(rm, ids, resp_mask)
     return head + rm.score_loglik * loglik
 
 
-def reward_scores(rm, enc, prompts_and_responses, device):
-    """r_θ(x, y) for a list of (prompt, response) strings (see reward_from_ids).
+def reward_scores(rm, enc, prompts_and_responses, device, parts=False):
+    """r_θ(x, y) for a list of (prompt, response) strings (see reward_from_ids); with parts=True, its two parts
+    (head, log-likelihood) instead (reward_parts).
 
     Sequences are right-padded, so padding comes after the EOT and (causal attention) cannot change it. Used by
     reward.py (training, eq. 1), evaluate.py and chat.py; ppo.py calls reward_from_ids on its rollouts.
@@ -496,7 +504,8 @@ def reward_scores(rm, enc, prompts_and_responses, device):
     pairs = [encode_chat(enc, x, y) for x, y in prompts_and_responses]
     idx, lengths = right_pad([ids for ids, _ in pairs], enc.eot_token, device)  # (B, T), (B,)
     starts = torch.tensor([start for _, start in pairs], device=device)
-    return reward_from_ids(rm, idx, target_mask(idx.size(1), starts, lengths, device).float())  # (B,)
+    mask = target_mask(idx.size(1), starts, lengths, device).float()  # (B, T-1)
+    return reward_parts(rm, idx, mask) if parts else reward_from_ids(rm, idx, mask)  # (B,)
 
 
 @torch.no_grad()

@@ -130,6 +130,18 @@ def test_rm_loglik_term_is_the_sum_of_response_token_logprobs(enc):
     assert abs(got - by_hand) < 1e-4 and abs(in_ppo - by_hand) < 1e-4
 
 
+def test_rm_parts_add_up_to_the_score(enc):
+    """The probe's "head alone" and "log p alone" columns are the two parts of r_θ: head + α·loglik = r_θ."""
+    rm = tiny(enc, scalar_head=True)
+    rm.score_loglik.data.fill_(0.3)
+    pairs = [("What is 3 + 4?", "It is 7."), ("Who is Dorvan? " * 4, "A baker. " * 5)]
+    with torch.no_grad():
+        head, loglik = reward.rm_scores(rm, enc, pairs, "cpu", parts=True)
+        total = reward.rm_scores(rm, enc, pairs, "cpu")
+    assert head.shape == loglik.shape == total.shape == (2,) and (loglik < 0).all()
+    assert torch.allclose(head + 0.3 * loglik, total, atol=1e-5)
+
+
 def test_normalisation_makes_demonstrations_mean_zero(enc):
     rm = tiny(enc, scalar_head=True)
     rm.score_loglik.data.fill_(0.1)
