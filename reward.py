@@ -49,10 +49,9 @@ Deviations from the paper:
      and a wrong fact alike (probe 0.54) although its own body, read as a language model, ranks the right fact
      first on 94% of the same pairs: at 2M parameters and 1.6k prompts the head never learns to read the
      knowledge out. α is fixed rather than learned: learned by eq. (1) it stayed at 0.02-0.04 (the head fits
-     the training comparisons instead), while on held-out comparisons 0.05-0.2 did better. Measured at cpu (on the
-     SFT model of the 1,000-step base): α = 0.1 gave 69.4% held-out accuracy vs labels and right > wrong fact
-     0.97; α learned from 0, 66.5% and 0.90.
-     `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
+     the training comparisons instead), while on held-out comparisons 0.05-0.2 did better. Measured at cpu on
+     the SFT model of a 1,000-step base: α = 0.1 gave 69.4% held-out accuracy vs labels and right > wrong fact
+     0.97; α learned from 0, 66.5% and 0.90. `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
 """
 
 import copy

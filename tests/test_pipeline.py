@@ -6,6 +6,8 @@ scripts are tested exactly as a student runs them, without paying torch's import
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -150,8 +152,6 @@ def test_rm_alpha_is_fixed_at_the_configured_value(chain):
 def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, tmp_path, monkeypatch):
     """Iterated RLHF: round 2 runs reward.py on comparisons sampled from the policy round 1 ended with
     (ppo_last.pt), appends them to the old ones, and the RM history holds both rounds."""
-    import shutil
-    import subprocess
     out = str(tmp_path)
     for f in ("base.pt", "sft.pt", "rm.pt", "comparisons.jsonl", "reward_metrics.json"):
         shutil.copy(os.path.join(chain, f), os.path.join(out, f))
