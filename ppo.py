@@ -23,7 +23,8 @@ One iteration (CleanRL's ppo.py, adapted to language as in Ziegler et al. 2019 a
   1. Rollout: sample a response y to each of a batch of prompts x from the policy (temperature 1, KV cache).
   2. Score: r_θ(x, y) at the final <|endoftext|>; a response that never emits EOT gets a fixed low score instead
      (the "EOS trick": otherwise the policy can learn to ramble past the length limit).
-  3. Per-token reward: r_t = −β·(log π(y_t) − log π_ref(y_t)) on every response token, plus r_θ on the last one.
+  3. Per-token reward: r_t = −β·(log π(y_t) − log π_ref(y_t)) on every response token, plus r_θ(x, y) − r_θ(x, ȳ)
+     on the last one, where ȳ is π_SFT's greedy answer to the same prompt (deviation 6).
   4. Advantages by GAE (γ = 1, λ = 0.95) against the value model; returns = advantages + values; advantages
      whitened over the batch.
   5. Several epochs of minibatch updates: clipped surrogate (ε = 0.2), clipped value loss, gradient clipping,
@@ -34,8 +35,9 @@ The simulated labeler's gold score of the rollouts is LOGGED ONLY: it never ente
 Keeping the run where gold rises: the RM is a proxy, and pushed far enough a policy finds what the RM gets wrong
 (Gao et al. 2022). We stop at a KL budget (nats per response) and keep the checkpoint whose sampled answers on
 the dev prompts the simulated labelers like best (as the paper's labelers judged validation outputs), unless
-they veto it: a checkpoint that answers fewer answerable dev prompts correctly (−3 points) or abstains on more
-of them (+5 points) than SFT is never kept, whatever its gold (`--no-veto` to see what it would have been).
+they veto it: a checkpoint that answers some task family's dev prompts correctly less often than SFT (−3 points)
+or abstains on more answerable ones (+5 points) is never kept, whatever its gold (`--no-veto` to see what it
+would have been); the log names the family.
 
 Deviations from the paper:
   1. Scale: ~2.4M-parameter policy, a few thousand prompt samples (paper: 175B, 256k episodes).
@@ -50,6 +52,12 @@ Deviations from the paper:
   5. Iterated RLHF (--rounds): the paper collects new comparisons "on the current best policy". We collect them
      from the policy each round *ended* with (ppo_last.pt): the kept checkpoint is often SFT itself (the veto),
      whose samples the RM has seen already, while the last policy shows the RM the hacks it has to unlearn.
+  6. A per-prompt baseline inside the reward: r_θ(x, y) − r_θ(x, ȳ), ȳ = π_SFT's greedy answer to x. Eq. (1) fixes
+     r_θ only up to a constant per prompt, and ours varies far more between prompts than between answers to one
+     prompt (measured on 96 PPO prompts × 4 SFT samples: variance 5.8 between prompts, 0.25 within). The paper's
+     value model must learn that constant from the prompt before advantages mean anything; subtracting
+     r_θ(x, ȳ), which does not depend on φ, leaves the objective's gradient unchanged and removes 93% of the
+     variance (to 0.45). `--no-rm-baseline` for the paper's reward.
 """
 
 import copy
@@ -104,6 +112,7 @@ class Config:
     max_correct_drop: float = 0.03
     max_abstain_rise: float = 0.05
     rounds: int = 1
+    rm_baseline: bool = True  # subtract r_θ(x, ȳ) of SFT's greedy answer ȳ (deviation 6)
 
 
 PRESETS = {
@@ -193,8 +202,9 @@ def ppo_losses(logp, old_logp, adv, values, old_values, returns, mask, clip, vf_
 
 @torch.no_grad()
 def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
-    """Sample, score, and compute everything the update needs (no gradients here). The gold labeler is NOT
-    called here: it only logs, after the update, in log_gold()."""
+    """Sample, score, and compute everything the update needs (no gradients here): "score" is r_θ(x, y), "reward"
+    what enters the last token's reward (the score minus that of SFT's greedy answer; the EOS trick applied).
+    The gold labeler is NOT called here: it only logs, after the update, in log_gold()."""
     prompt_ids = [M.encode_prompt(enc, r["prompt"]) for r in records]
     responses = M.generate(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature, 0, gen, eot=enc.eot_token)
     ended = torch.tensor([len(r) > 0 and r[-1] == enc.eot_token for r in responses], device=device)
@@ -203,12 +213,16 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
     ref_logp, _ = forward_policy(ref, ids, cfg.temperature)
     values = value.scores(ids[:, :-1]) * mask  # (B, L-1) V(state before each response token)
     # r_θ(x, y) (read at the last real token, the EOT, plus α·log p_θ(y|x)); EOS trick for responses that did not end
-    score = M.reward_from_ids(rm, ids, mask)
+    score = M.reward_from_ids(rm, ids, mask)  # (B,)
+    reward = score
+    if cfg.rm_baseline:  # r_θ(x, y) − r_θ(x, ȳ), ȳ = π_SFT's greedy answer to x (deviation 6)
+        greedy = M.generate(ref, prompt_ids, cfg.max_new_tokens, 0.0, 0, None, eot=enc.eot_token)
+        reward = score - M.reward_from_ids(rm, *build_sequences(enc, prompt_ids, greedy, device))
     if cfg.eos_trick:
-        score = torch.where(ended, score, torch.full_like(score, cfg.no_eos_score))
+        reward = torch.where(ended, reward, torch.full_like(score, cfg.no_eos_score))
     logits = policy.logits(h) / cfg.temperature  # (B, L-1, V), only for the entropy log
     entropy = masked_mean(-(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1), mask)
-    return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, ended=ended,
+    return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, reward=reward, ended=ended,
                 responses=responses, entropy=entropy.item())
 
 
@@ -245,6 +259,14 @@ def log_gold(records, texts):
     return float(np.mean([gold(r, t)["total"] for r, t in zip(records, texts)]))
 
 
+def dev_family(r):
+    """The families the veto checks: the task, with knowledge questions split into those the model could answer
+    (entities it read about) and those it could not (where "I don't know" is the right answer)."""
+    if r["task"] != "open_qa":
+        return r["task"]
+    return "open_qa/answerable" if r["answerable"] else "open_qa/unanswerable"
+
+
 @torch.no_grad()
 def dev_eval(policy, enc, records, cfg, seed):
     """The policy's answers to the dev prompts, sampled as evaluate.py samples them (T = cfg.temperature, a fixed
@@ -255,17 +277,30 @@ def dev_eval(policy, enc, records, cfg, seed):
     outs = M.respond(policy, enc, [r["prompt"] for r in recs], cfg.max_new_tokens, cfg.temperature, generator=gen)
     judged = [gold(r, M.decode(enc, o)) for r, o in zip(recs, outs)]
     answerable = [g for r, g in zip(recs, judged) if r["answerable"]]
+    families = {}
+    for r, g in zip(recs, judged):
+        families.setdefault(dev_family(r), []).append(bool(g["correct"]))
     return dict(dev_gold=float(np.mean([g["total"] for g in judged])),
                 dev_correct=float(np.mean([bool(g["correct"]) for g in answerable])),  # on answerable prompts
-                dev_abstain=float(np.mean([bool(g["abstain"]) for g in answerable])))
+                dev_abstain=float(np.mean([bool(g["abstain"]) for g in answerable])),
+                dev_family={f: float(np.mean(c)) for f, c in sorted(families.items())})
 
 
 def collapsed(dev, first, cfg):
-    """The labelers' veto on a checkpoint: it answers fewer answerable dev prompts correctly (by more than
-    cfg.max_correct_drop) or abstains on more of them (by more than cfg.max_abstain_rise) than SFT did. A gold
-    gain bought that way is the RM's blind spot being exploited, not a better policy."""
-    return (dev["dev_correct"] < first["dev_correct"] - cfg.max_correct_drop or
-            dev["dev_abstain"] > first["dev_abstain"] + cfg.max_abstain_rise)
+    """The labelers' veto on a checkpoint, the collapse test of evaluate.py applied to the dev prompts: some task
+    family is answered correctly less often than SFT did (by more than cfg.max_correct_drop), or answerable
+    prompts get "I don't know" more often (by more than cfg.max_abstain_rise). A gold gain bought that way is
+    the RM's blind spot being exploited, not a better policy. Returns the reasons ("" = not collapsed).
+
+    Per family, not on average: a policy that says "I don't know" to every knowledge question gains gold on the
+    unanswerable ones while losing the facts it knew, and averaged over all answerable prompts that loss is
+    diluted below the threshold (measured: a round-3 checkpoint passed the averaged veto while eval accuracy on
+    known facts fell from 78% to 45%)."""
+    why = [f"{f} {100 * (acc - first['dev_family'][f]):+.0f} pts" for f, acc in dev["dev_family"].items()
+           if acc < first["dev_family"][f] - cfg.max_correct_drop]
+    if dev["dev_abstain"] > first["dev_abstain"] + cfg.max_abstain_rise:
+        why.append(f"abstain {100 * (dev['dev_abstain'] - first['dev_abstain']):+.0f} pts")
+    return ", ".join(why)
 
 
 def corpus_batches(preset, enc, B, T, seed):
@@ -315,7 +350,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
     for it in range(cfg.iterations):
         batch_records = prng.sample(records, cfg.batch_prompts)
         batch = rollout(policy, ref, rm, value, enc, batch_records, cfg, gen, device)
-        rewards, kl = per_token_rewards(batch["logp"], batch["ref_logp"], batch["score"], batch["mask"], kl_coef)
+        rewards, kl = per_token_rewards(batch["logp"], batch["ref_logp"], batch["reward"], batch["mask"], kl_coef)
         adv, returns = gae(rewards, batch["values"], batch["mask"], cfg.gamma, cfg.lam)
         adv = whiten(adv, batch["mask"])
         stats = ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx, rng)
@@ -323,7 +358,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
         texts = [M.decode(enc, r) for r in batch["responses"]]
         seq_kl = kl.sum(1).mean().item()  # nats per response, E[log π(y|x) − log π_ref(y|x)]
         top, top_n = Counter(texts).most_common(1)[0]
-        row = dict(round=round_, iter=it, rm_score=batch["score"].mean().item(), gold=log_gold(batch_records, texts),
+        row = dict(round=round_, iter=it, rm_score=batch["score"].mean().item(), reward=batch["reward"].mean().item(), gold=log_gold(batch_records, texts),
                    kl=seq_kl, kl_coef=kl_coef, entropy=batch["entropy"], resp_len=batch["mask"].sum(1).mean().item(),
                    no_eos=1 - batch["ended"].float().mean().item(), distinct=len(set(texts)) / len(texts),
                    top_response=top, top_share=top_n / len(texts), **stats)
@@ -331,12 +366,15 @@ def train(cfg, args, out, name, device, enc, round_=1):
             kl_coef *= 1 + 0.1 * float(np.clip(seq_kl / cfg.target_kl - 1, -0.2, 0.2))
         if (it + 1) % cfg.eval_every == 0 or it == cfg.iterations - 1:
             row.update(dev_eval(policy, enc, dev, cfg, args.seed))
-            row["vetoed"] = cfg.veto and collapsed(row, first, cfg)
+            row["veto"] = collapsed(row, first, cfg)  # the reasons, logged even with --no-veto
+            row["vetoed"] = cfg.veto and bool(row["veto"])
             if row["dev_gold"] > best["dev_gold"] and (cfg.kl_budget <= 0 or seq_kl <= cfg.kl_budget) and not row["vetoed"]:
                 best = dict(state=copy.deepcopy(policy.state_dict()), iteration=it + 1, kl=seq_kl, **{k: row[k] for k in first})
         logf.write(json.dumps(row) + "\n")
         logf.flush()
-        dev_stats = {k: row[k] for k in ("dev_gold", "dev_correct", "dev_abstain", "vetoed") if k in row}
+        dev_stats = {k: row[k] for k in ("dev_gold", "dev_correct", "dev_abstain") if k in row}
+        if "veto" in row:
+            dev_stats["veto"] = row["veto"] or "-"
         progress.step(it, rm=row["rm_score"], gold=row["gold"], kl=seq_kl, ent=row["entropy"],
                       clip=row["clipfrac"], len=row["resp_len"], **dev_stats)
         it_done = it + 1
@@ -361,7 +399,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
 def plot(out, name):
     rows = [json.loads(line) for line in open(os.path.join(out, f"{name}_log.jsonl"))]
     x = list(range(len(rows)))
-    curves = {k: (x, [r[k] for r in rows]) for k in ("rm_score", "gold", "kl", "entropy")}
+    curves = {k: (x, [r[k] for r in rows]) for k in ("rm_score", "reward", "gold", "kl", "entropy")}
     dev = [(i, r["dev_gold"]) for i, r in enumerate(rows) if "dev_gold" in r]
     curves["dev gold (greedy)"] = ([i for i, _ in dev], [v for _, v in dev])
     M.plot_curves(os.path.join(out, f"{name}_curves.png"), curves, f"{name}: RM score, gold, KL per iteration",
@@ -381,6 +419,8 @@ def main():
     p.add_argument("--no-eos-score", dest="no_eos_score", type=float)
     p.add_argument("--no-eos-trick", dest="eos_trick", action="store_const", const=False,
                    help="score responses that never end with the RM like any other (an exercise)")
+    p.add_argument("--no-rm-baseline", dest="rm_baseline", action="store_const", const=False,
+                   help="the paper's reward: r_θ(x, y) without subtracting the score of SFT's greedy answer")
     p.add_argument("--rounds", type=int, help="iterated RLHF: repeat reward.py (new comparisons) + PPO")
     p.add_argument("--no-veto", dest="veto", action="store_const", const=False,
                    help="keep the best dev-gold checkpoint even if it answers fewer prompts right or abstains more")

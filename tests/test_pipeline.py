@@ -84,7 +84,7 @@ def test_comparisons_hold_rankings_of_4_to_9_responses(chain):
 def test_ppo_logs_every_iteration_with_stable_names(chain):
     rows = [json.loads(line) for line in open(os.path.join(chain, "ppo_log.jsonl"))]
     assert len(rows) == ppo.PRESETS["test"].iterations
-    for k in ["rm_score", "gold", "kl", "entropy", "approx_kl", "clipfrac", "vf_loss", "resp_len", "no_eos",
+    for k in ["rm_score", "reward", "gold", "kl", "entropy", "approx_kl", "clipfrac", "vf_loss", "resp_len", "no_eos",
               "distinct", "top_response"]:
         assert all(k in r for r in rows), k
     ptx = [json.loads(line) for line in open(os.path.join(chain, "ppo_ptx_log.jsonl"))]

@@ -218,6 +218,41 @@ def test_ppo_ratio_is_one_before_first_update(enc):
     assert torch.allclose(batch["logp"], batch["ref_logp"])  # policy == ref at the start: KL exactly 0
 
 
+def test_ppo_reward_is_rm_score_minus_that_of_sft_greedy_answer(enc):
+    """With rm_baseline, the sequence reward is r_θ(x, y) − r_θ(x, ȳ), ȳ the reference's greedy answer (as
+    reward.py would score the pair); without it, r_θ(x, y) itself."""
+    policy, ref = tiny(enc), tiny(enc)
+    rm, value = tiny(enc, scalar_head=True), tiny(enc, scalar_head=True)
+    rm.score_loglik.data.fill_(0.1)
+    with torch.no_grad():
+        ref.lm_head.weight.add_(0.5 * torch.randn_like(ref.lm_head.weight))  # a reference unlike the policy
+    prompts = ["What is 3 + 4?", "Who is Dorvan?", "The red fox"]
+    records = [dict(prompt=p) for p in prompts]
+    cfg = ppo.Config(max_new_tokens=8, eos_trick=False)
+    with torch.no_grad():
+        greedy = M.respond(ref, enc, prompts, cfg.max_new_tokens, 0.0)  # token ids (a round trip through text
+        # can re-tokenise the tiny model's junk differently)
+        expected = M.reward_from_ids(rm, *ppo.build_sequences(enc, [M.encode_prompt(enc, p) for p in prompts], greedy, "cpu"))
+        batch = ppo.rollout(policy, ref, rm, value, enc, records, cfg, torch.Generator().manual_seed(0), "cpu")
+        cfg.rm_baseline = False
+        plain = ppo.rollout(policy, ref, rm, value, enc, records, cfg, torch.Generator().manual_seed(0), "cpu")
+    assert torch.allclose(batch["score"] - batch["reward"], expected, atol=1e-4)
+    assert torch.equal(plain["reward"], plain["score"]) and torch.allclose(plain["score"], batch["score"])
+
+
+def test_veto_catches_one_family_collapsing_inside_the_average():
+    """Knowledge questions going to "I don't know" while everything else improves: the average over answerable
+    prompts barely moves, the family's accuracy falls, and the veto names it."""
+    cfg = ppo.Config()
+    first = dict(dev_correct=0.70, dev_abstain=0.02, dev_family={"open_qa/answerable": 0.80, "chat": 0.60})
+    fine = dict(dev_correct=0.70, dev_abstain=0.03, dev_family={"open_qa/answerable": 0.79, "chat": 0.65})
+    hidden = dict(dev_correct=0.69, dev_abstain=0.06, dev_family={"open_qa/answerable": 0.50, "chat": 0.85})
+    assert ppo.collapsed(fine, first, cfg) == ""
+    assert ppo.collapsed(hidden, first, cfg) == "open_qa/answerable -30 pts"
+    assert "abstain +8 pts" in ppo.collapsed(dict(hidden, dev_abstain=0.10), first, cfg)
+    assert ppo.dev_family(dict(task="open_qa", answerable=False)) == "open_qa/unanswerable"
+
+
 def test_ppo_sequences_mark_response_targets(enc):
     ids, mask = ppo.build_sequences(enc, [[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10]], "cpu")
     assert ids.tolist()[0][:5] == [1, 2, 3, 6, 7] and ids.tolist()[1] == [4, 5, 8, 9, 10]
