@@ -42,12 +42,13 @@ would have been); the log names the family.
 Deviations from the paper:
   1. Scale: ~2.4M-parameter policy, a few thousand prompt samples (paper: 175B, 256k episodes).
   2. A KL budget and checkpoint choice on dev prompts judged by the labelers, with their veto on checkpoints
-     that answer fewer answerable prompts right or abstain more than SFT (the paper picks by RM score and
-     labeler preference on validation prompts); the eval prompts never choose anything.
+     that answer some task family's prompts right less often or abstain more than SFT (the paper picks by RM
+     score and labeler preference on validation prompts); the eval prompts never choose anything.
   3. ptx_coef: the paper's γ = 27.8 multiplies a per-token LM loss summed to its own scale; ours is a mean
      per-token loss beside a per-token PPO loss, so the value that fits here is different (see Config).
-  4. The value model is a separate network initialised from the RM (as the paper), trained with the policy by
-     one optimiser; learning rate 3e-5 (the paper uses 9.65e-6 for 1.3B; at 1e-5 our 2M-parameter policy
+  4. The value model is a separate network initialised from the RM (as the paper) but with its scalar head zeroed
+     (deviation 6 makes every state's value ≈ 0 at the start, while the RM's head reads the raw scale: the
+     first value loss was 3.2 with the RM's head, 0.06 zeroed), trained with the policy by one optimiser; learning rate 3e-5 (the paper uses 9.65e-6 for 1.3B; at 1e-5 our 2M-parameter policy
      moved less than 0.05 nats from SFT in 10 iterations).
   5. Iterated RLHF (--rounds): the paper collects new comparisons "on the current best policy". We collect them
      from the policy each round *ended* with (ppo_last.pt): the kept checkpoint is often SFT itself (the veto),
@@ -57,7 +58,7 @@ Deviations from the paper:
      prompt (measured on 96 PPO prompts × 4 SFT samples: variance 5.8 between prompts, 0.25 within). The paper's
      value model must learn that constant from the prompt before advantages mean anything; subtracting
      r_θ(x, ȳ), which does not depend on φ, leaves the objective's gradient unchanged and removes 93% of the
-     variance (to 0.45). `--no-rm-baseline` for the paper's reward.
+     variance (to 0.45). `--no-rm-baseline` for the paper's reward (and value model: the RM's head kept).
 """
 
 import copy
@@ -328,6 +329,9 @@ def train(cfg, args, out, name, device, enc, round_=1):
     ref = load("sft.pt", "sft.py")
     rm = load("rm.pt", "reward.py")
     value = load("rm.pt", "reward.py")  # value model initialised from the RM (paper §3.5)
+    if cfg.rm_baseline:  # rewards centred per prompt: start from V = 0, not from the RM's raw scale (deviation 4)
+        torch.nn.init.zeros_(value.score_head.weight)
+        torch.nn.init.zeros_(value.score_head.bias)
     for m in (ref, rm):
         m.requires_grad_(False)
     for m in (policy, ref, rm, value):
