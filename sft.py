@@ -119,6 +119,7 @@ def main():
 
     enc = M.load_tokenizer(args.preset)
     ddir = M.data_dir(args.preset)
+    M.borrow(out, args.preset, ["base.pt"])  # e.g. --out out/cpu-sft10 reuses the default base model
     model, _ = M.load_checkpoint(os.path.join(out, "base.pt"), f"python pretrain.py --preset {args.preset}",
                                  enc.tokenizer_id, device, dropout=cfg.dropout)
     records = M.read_jsonl(os.path.join(ddir, "sft.jsonl"), args.preset)
