@@ -48,8 +48,9 @@ Deviations from the paper:
      per-token loss beside a per-token PPO loss, so the value that fits here is different (see Config).
   4. The value model is a separate network initialised from the RM (as the paper) but with its scalar head zeroed
      (deviation 6 makes every state's value ≈ 0 at the start, while the RM's head reads the raw scale: the
-     first value loss was 3.2 with the RM's head, 0.06 zeroed), trained with the policy by one optimiser; learning rate 3e-5 (the paper uses 9.65e-6 for 1.3B; at 1e-5 our 2M-parameter policy
-     moved less than 0.05 nats from SFT in 10 iterations).
+     first value loss was 3.2 with the RM's head, 0.06 zeroed), trained with the policy by one optimiser;
+     learning rate 3e-5 (the paper uses 9.65e-6 for 1.3B; at 1e-5 our 2M-parameter policy moved less than 0.05
+     nats from SFT in 10 iterations).
   5. Iterated RLHF (--rounds): the paper collects new comparisons "on the current best policy". We collect them
      from the policy each round *ended* with (ppo_last.pt): the kept checkpoint is often SFT itself (the veto),
      whose samples the RM has seen already, while the last policy shows the RM the hacks it has to unlearn.
@@ -223,8 +224,8 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
         reward = torch.where(ended, reward, torch.full_like(score, cfg.no_eos_score))
     logits = policy.logits(h) / cfg.temperature  # (B, L-1, V), only for the entropy log
     entropy = masked_mean(-(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1), mask)
-    return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, reward=reward, ended=ended,
-                responses=responses, entropy=entropy.item())
+    return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, reward=reward,
+                ended=ended, responses=responses, entropy=entropy.item())
 
 
 def ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx_batches, rng):
@@ -288,7 +289,7 @@ def dev_eval(policy, enc, records, cfg, seed):
 
 
 def collapsed(dev, first, cfg):
-    """The labelers' veto on a checkpoint, the collapse test of evaluate.py applied to the dev prompts: some task
+    """The labelers' veto on a checkpoint, like evaluate.py's reward-hacking check but on the dev prompts: some task
     family is answered correctly less often than SFT did (by more than cfg.max_correct_drop), or answerable
     prompts get "I don't know" more often (by more than cfg.max_abstain_rise). A gold gain bought that way is
     the RM's blind spot being exploited, not a better policy. Returns the reasons ("" = not collapsed).
@@ -362,8 +363,8 @@ def train(cfg, args, out, name, device, enc, round_=1):
         texts = [M.decode(enc, r) for r in batch["responses"]]
         seq_kl = kl.sum(1).mean().item()  # nats per response, E[log π(y|x) − log π_ref(y|x)]
         top, top_n = Counter(texts).most_common(1)[0]
-        row = dict(round=round_, iter=it, rm_score=batch["score"].mean().item(), reward=batch["reward"].mean().item(), gold=log_gold(batch_records, texts),
-                   kl=seq_kl, kl_coef=kl_coef, entropy=batch["entropy"], resp_len=batch["mask"].sum(1).mean().item(),
+        row = dict(round=round_, iter=it, rm_score=batch["score"].mean().item(), reward=batch["reward"].mean().item(),
+                   gold=log_gold(batch_records, texts), kl=seq_kl, kl_coef=kl_coef, entropy=batch["entropy"], resp_len=batch["mask"].sum(1).mean().item(),
                    no_eos=1 - batch["ended"].float().mean().item(), distinct=len(set(texts)) / len(texts),
                    top_response=top, top_share=top_n / len(texts), **stats)
         if cfg.adaptive_kl:  # Ziegler et al. 2019: β ← β (1 + K_β e), e = clip(KL/target − 1, ±0.2)
