@@ -364,7 +364,8 @@ def train(cfg, args, out, name, device, enc, round_=1):
         seq_kl = kl.sum(1).mean().item()  # nats per response, E[log π(y|x) − log π_ref(y|x)]
         top, top_n = Counter(texts).most_common(1)[0]
         row = dict(round=round_, iter=it, rm_score=batch["score"].mean().item(), reward=batch["reward"].mean().item(),
-                   gold=log_gold(batch_records, texts), kl=seq_kl, kl_coef=kl_coef, entropy=batch["entropy"], resp_len=batch["mask"].sum(1).mean().item(),
+                   gold=log_gold(batch_records, texts), kl=seq_kl, kl_coef=kl_coef, entropy=batch["entropy"],
+                   resp_len=batch["mask"].sum(1).mean().item(),
                    no_eos=1 - batch["ended"].float().mean().item(), distinct=len(set(texts)) / len(texts),
                    top_response=top, top_share=top_n / len(texts), **stats)
         if cfg.adaptive_kl:  # Ziegler et al. 2019: β ← β (1 + K_β e), e = clip(KL/target − 1, ±0.2)

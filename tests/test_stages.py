@@ -232,7 +232,8 @@ def test_ppo_reward_is_rm_score_minus_that_of_sft_greedy_answer(enc):
     with torch.no_grad():
         greedy = M.respond(ref, enc, prompts, cfg.max_new_tokens, 0.0)  # token ids (a round trip through text
         # can re-tokenise the tiny model's junk differently)
-        expected = M.reward_from_ids(rm, *ppo.build_sequences(enc, [M.encode_prompt(enc, p) for p in prompts], greedy, "cpu"))
+        prompt_ids = [M.encode_prompt(enc, p) for p in prompts]
+        expected = M.reward_from_ids(rm, *ppo.build_sequences(enc, prompt_ids, greedy, "cpu"))
         batch = ppo.rollout(policy, ref, rm, value, enc, records, cfg, torch.Generator().manual_seed(0), "cpu")
         cfg.rm_baseline = False
         plain = ppo.rollout(policy, ref, rm, value, enc, records, cfg, torch.Generator().manual_seed(0), "cpu")
