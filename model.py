@@ -64,7 +64,7 @@ PRESETS = tuple(MODEL_PRESETS)
 # 2. Tokenizer and the chat format
 # ---------------------------------------------------------------------------------------------------------
 # A byte-level BPE trained on the corpus by data/bpe.py and loaded as a tiktoken.Encoding. Three special
-# tokens: documents end with <|endoftext|>; an instruction is "<|user|>{prompt}<|assistant|>{response}<|endoftext|>".
+# tokens: documents end with <|endoftext|>; an instruction is "<|user|>{prompt}<|assistant|> {response}<|endoftext|>".
 # The corpus never contains <|user|> or <|assistant|>: the chat format is something only SFT teaches.
 
 EOT, USER, ASSISTANT = "<|endoftext|>", "<|user|>", "<|assistant|>"
@@ -97,8 +97,13 @@ def encode_prompt(enc, prompt):
 
 
 def encode_response(enc, response):
-    """Token ids of "{response}<|endoftext|>": what the policy writes, EOT included (it decides when to stop)."""
-    return enc.encode_ordinary(response) + [enc.eot_token]
+    """Token ids of " {response}<|endoftext|>": what the policy writes, EOT included (it decides when to stop).
+
+    The response begins with a space, as every word but a line's first does in the corpus: BPE words carry their
+    leading space (" fox", " FOX"), and without it an answer's first word would be other tokens ("f", "ox") than
+    the same word in the prompt, so copying it (a rewrite, a list) would be a skill of its own. decode() drops it.
+    """
+    return enc.encode_ordinary(" " + response) + [enc.eot_token]
 
 
 def encode_chat(enc, prompt, response):
@@ -108,11 +113,12 @@ def encode_chat(enc, prompt, response):
 
 
 def decode(enc, ids):
-    """Text of a response, stopping at the first <|endoftext|>."""
+    """Text of a response, stopping at the first <|endoftext|>, without the space it begins with (encode_response)."""
     ids = list(ids)
     if enc.eot_token in ids:
         ids = ids[: ids.index(enc.eot_token)]
-    return enc.decode(ids)
+    text = enc.decode(ids)
+    return text[1:] if text.startswith(" ") else text
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,13 +13,14 @@ Writes out/<preset>/sft.pt, sft_metrics.json, sft_loss.png
 
 The loss is the LM loss on the response tokens and the final <|endoftext|> only:
     L_SFT = −(1/|y|) Σ_t log π(y_t | x, y_<t)          (prompt tokens x are masked out)
-so the model learns to *answer* in the chat format "<|user|>{x}<|assistant|>{y}<|endoftext|>", not to
+so the model learns to *answer* in the chat format "<|user|>{x}<|assistant|> {y}<|endoftext|>", not to
 write prompts.
 
 Deviations from the paper:
-  1. Scale: a ~2M-parameter base model and ~3.8k demonstrations (paper: 175B, ~13k), 6 epochs (paper: 16),
-     so that SFT fits in ~3 minutes on a CPU. Residual dropout 0.1 (paper 0.2): with few epochs there is
-     little to regularise.
+  1. Scale: a ~2M-parameter base model and ~3.8k demonstrations (paper: 175B, ~13k), 10 epochs (paper: 16),
+     so that SFT fits in ~3 minutes on a CPU. Residual dropout 0.1 (paper 0.2). Measured at cpu: 6 epochs left
+     summarisation at 15% and extraction at 79% (greedy, eval prompts); 10 epochs, 90% and 85%, at the cost of
+     more of the corpus forgotten (held-out LM loss 3.96 -> 4.78 nats/token), the alignment tax of SFT.
   2. Checkpoint selection: the paper picks the epoch with the best RM score on a validation set, but our RM is
      trained on samples of this very SFT model, so it does not exist yet. We keep the epoch whose greedy
      answers on the small dev set score best with the simulated labelers (as the paper's labelers judged
@@ -43,7 +44,7 @@ from data.labeler import gold
 
 @dataclass
 class Config:
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 20
@@ -53,8 +54,8 @@ class Config:
     val_fraction: float = 0.05
     max_new_tokens: int = 64
     dev_prompts: int = 200  # how many dev prompts judge each epoch (checkpoint choice)
-    judge_from: int = 3  # the labelers judge epochs from this one on (earlier ones never won: dev gold rises
-    # every epoch, +0.28 at epoch 3 → +0.53 at epoch 6, and judging costs ~8 s of generation per epoch)
+    judge_from: int = 7  # the labelers judge epochs from this one on (earlier ones never won: dev gold rises
+    # nearly every epoch, +0.53 at epoch 6 → +0.67 at epoch 10, and judging costs ~8-15 s per epoch)
     log_every: int = 25
 
 

@@ -44,7 +44,7 @@ PRESETS = {  # corpus size in characters (~3.5 chars per token), vocab, entity c
     "test": dict(corpus_chars=150_000, vocab=512, common=30, rare=10, unseen=6, nokb=12, story_names=30,
                  sft=300, rm=120, ppo=100, dev=30, eval=150, cloze=60),
     "cpu": dict(corpus_chars=3_000_000, vocab=3000, common=120, rare=40, unseen=20, nokb=40, story_names=60,
-                sft=4000, rm=4000, ppo=2000, dev=200, eval=800, cloze=300),
+                sft=4000, rm=4000, ppo=2000, dev=400, eval=800, cloze=300),
     "gpu": dict(corpus_chars=20_000_000, vocab=8000, common=400, rare=150, unseen=60, nokb=120, story_names=150,
                 sft=13000, rm=33000, ppo=31000, dev=500, eval=2000, cloze=1000),
 }

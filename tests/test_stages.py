@@ -29,6 +29,15 @@ def tiny(enc, scalar_head=False):
 # ---------------------------------------------------------------------------------------------- SFT
 
 
+def test_a_responses_first_word_has_the_tokens_it_has_inside_a_sentence(enc):
+    prompt_ids = M.encode_prompt(enc, "Reverse the order of the words: red fox")
+    fox = enc.encode_ordinary(" fox")
+    assert prompt_ids[-1 - len(fox) : -1] == fox  # " fox" in the prompt...
+    response = M.encode_response(enc, "fox red")
+    assert response[: len(fox)] == fox  # ...is the same tokens as the answer's first word
+    assert M.decode(enc, response) == "fox red"  # and the space that begins every response is not shown
+
+
 class TargetTable(torch.nn.Module):
     """A stand-in 'model' whose log-prob of a target depends on the target token only."""
 
