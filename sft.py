@@ -5,7 +5,7 @@ Paper §3.5 "Supervised fine-tuning (SFT)": "We fine-tune GPT-3 on our labeler d
 learning. We trained for 16 epochs, using a cosine learning rate decay, and residual dropout of 0.2. We do our
 final SFT model selection based on the RM score on the validation set."
 
-    python sft.py --preset cpu                 # ~2-3 min on 2 CPU cores
+    python sft.py --preset cpu                 # ~2.5-4 min on 2 CPU cores
     python sft.py --preset test
 
 Reads  out/<preset>/base.pt, data/<preset>/sft.jsonl, dev_prompts.jsonl, eval_prompts.jsonl (samples only)
