@@ -37,7 +37,9 @@ Keeping the run where gold rises: the RM is a proxy, and pushed far enough a pol
 the dev prompts the simulated labelers like best (as the paper's labelers judged validation outputs), unless
 they veto it: a checkpoint that answers some task family's dev prompts correctly less often than SFT (−3 points)
 or abstains on more answerable ones (+5 points) is never kept, whatever its gold (`--no-veto` to see what it
-would have been); the log names the family.
+would have been); the log names the family. A drop counts only if it is also larger than two standard errors of
+the dev estimate (`veto_z`), and SFT's baseline is the mean of three sampling seeds (`dev_baseline`): a family of
+24 prompts x 4 samples cannot resolve 3 points, and against one lucky draw of SFT every checkpoint was vetoed.
 
 Deviations from the paper:
   1. Scale: ~2.4M-parameter policy, a few thousand prompt samples (paper: 175B, 256k episodes).
@@ -114,6 +116,8 @@ class Config:
     veto: bool = True  # never keep a checkpoint that answers fewer answerable dev prompts right or abstains more
     max_correct_drop: float = 0.03
     max_abstain_rise: float = 0.05
+    veto_z: float = 2.0  # ... and only drops larger than this many standard errors of the dev estimate (noise)
+    baseline_seeds: int = 3  # SFT's dev answers are sampled with this many seeds: the baseline is their mean
     rounds: int = 1
     rm_baseline: bool = True  # subtract r_θ(x, ȳ) of SFT's greedy answer ȳ (deviation 6)
 
@@ -286,7 +290,30 @@ def dev_eval(policy, enc, records, cfg, seed):
     return dict(dev_gold=float(np.mean([g["total"] for g in judged])),
                 dev_correct=float(np.mean([bool(g["correct"]) for g in answerable])),  # on answerable prompts
                 dev_abstain=float(np.mean([bool(g["abstain"]) for g in answerable])),
-                dev_family={f: float(np.mean(c)) for f, c in sorted(families.items())})
+                dev_family={f: float(np.mean(c)) for f, c in sorted(families.items())},
+                dev_n={f: len(c) for f, c in sorted(families.items())}, dev_n_answerable=len(answerable))
+
+
+def dev_baseline(policy, enc, records, cfg, seed):
+    """SFT's dev scores, the veto's baseline: the mean over cfg.baseline_seeds sampling seeds. One seed is not
+    enough: measured at cpu, SFT's accuracy on the 58 answerable knowledge questions was 75.0%, 67.7% and 70.3%
+    with three seeds (summaries 18.8%, 14.6%, 10.4%). Judged against the lucky first draw, every checkpoint
+    (sampled afresh, since any change of the policy changes which random numbers pick which tokens) looked
+    5-7 points worse on knowledge questions at a KL of 0.02, and the veto refused PPO from its first check."""
+    runs = [dev_eval(policy, enc, records, cfg, seed + i) for i in range(cfg.baseline_seeds)]
+    mean = lambda key: float(np.mean([r[key] for r in runs]))  # noqa: E731 (equal sizes: the pooled mean)
+    return dict(dev_gold=mean("dev_gold"), dev_correct=mean("dev_correct"), dev_abstain=mean("dev_abstain"),
+                dev_family={f: float(np.mean([r["dev_family"][f] for r in runs])) for f in runs[0]["dev_family"]},
+                dev_n={f: n * len(runs) for f, n in runs[0]["dev_n"].items()},
+                dev_n_answerable=runs[0]["dev_n_answerable"] * len(runs))
+
+
+def se_diff(p1, n1, p0, n0):
+    """Standard error of the difference of two proportions measured on n1 and n0 samples (0 if a size is
+    unknown). Samples of one prompt are correlated, so this is a lower bound on the real noise."""
+    if not n1 or not n0:
+        return 0.0
+    return float(np.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0))
 
 
 def collapsed(dev, first, cfg):
@@ -299,10 +326,17 @@ def collapsed(dev, first, cfg):
     unanswerable ones while losing the facts it knew, and averaged over all answerable prompts that loss is
     diluted below the threshold (measured: a round-3 checkpoint passed the averaged veto while eval accuracy on
     known facts fell from 78% to 45%)."""
-    why = [f"{f} {100 * (acc - first['dev_family'][f]):+.0f} pts" for f, acc in dev["dev_family"].items()
-           if acc < first["dev_family"][f] - cfg.max_correct_drop]
-    if dev["dev_abstain"] > first["dev_abstain"] + cfg.max_abstain_rise:
-        why.append(f"abstain {100 * (dev['dev_abstain'] - first['dev_abstain']):+.0f} pts")
+    n1, n0 = dev.get("dev_n", {}), first.get("dev_n", {})
+    why = []
+    for f, acc in dev["dev_family"].items():
+        p0 = first["dev_family"][f]
+        noise = cfg.veto_z * se_diff(acc, n1.get(f), p0, n0.get(f))  # a drop the dev set cannot resolve is noise
+        if acc < p0 - max(cfg.max_correct_drop, noise):
+            why.append(f"{f} {100 * (acc - p0):+.0f} pts")
+    a1, a0 = dev["dev_abstain"], first["dev_abstain"]
+    noise = cfg.veto_z * se_diff(a1, dev.get("dev_n_answerable"), a0, first.get("dev_n_answerable"))
+    if a1 > a0 + max(cfg.max_abstain_rise, noise):
+        why.append(f"abstain {100 * (a1 - a0):+.0f} pts")
     return ", ".join(why)
 
 
@@ -348,7 +382,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
     kl_coef = cfg.kl_coef
     log_path = os.path.join(out, f"{name}_log.jsonl")
     logf = open(log_path, "w" if round_ == 1 else "a")
-    first = dev_eval(policy, enc, dev, cfg, args.seed)
+    first = dev_baseline(policy, enc, dev, cfg, args.seed)  # SFT, before any update
     best = dict(state=copy.deepcopy(policy.state_dict()), iteration=0, kl=0.0, **first)  # the checkpoint to keep
     print(f"[{name}] round {round_}: dev gold before PPO {first['dev_gold']:+.3f}")
     progress = M.Progress(cfg.iterations, 1, name)

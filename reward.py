@@ -73,6 +73,7 @@ from data.labeler import agreement, contrasts, gold, probe_pairs, rank
 class Config:
     n_prompts: int = 1600  # comparison prompts used (rm_prompts.jsonl holds 4000 at cpu)
     knowledge_share: float = 0.6  # share of them that are knowledge questions (open_qa)
+    answerable_share: float = 0.0  # share of those whose answer can be known (0: as rm_prompts.jsonl has them)
     k_min: int = 4
     k_max: int = 9
     hot_temperature: float = 1.4  # "SFT at a higher temperature"
@@ -278,6 +279,8 @@ def main():
     p.add_argument("--k-max", dest="k_max", type=int, help="largest K (set --k-min 2 --k-max 2 for pairs only)")
     p.add_argument("--k-min", dest="k_min", type=int)
     p.add_argument("--p-contrast", dest="p_contrast", type=float)
+    p.add_argument("--answerable-share", dest="answerable_share", type=float,
+                   help="share of the knowledge questions whose answer can be known")
     p.add_argument("--labeler-temperature", dest="labeler_temperature", type=float,
                    help="noise of the simulated labelers' rankings (0 = rank by gold; larger = noisier)")
     p.add_argument("--policy", default=None, help="iterated RLHF: sample new comparisons from this checkpoint "
@@ -315,6 +318,11 @@ def main():
     # Knowledge questions are where the RM must learn truth (right > "I don't know" > wrong, depending on
     # whether the answer can be known), so they make up a fixed share of the comparison prompts.
     qa = [r for r in records if r["task"] == "open_qa"][: int(cfg.n_prompts * cfg.knowledge_share)]
+    if cfg.answerable_share:
+        pool = [r for r in records if r["task"] == "open_qa"]
+        known = [r for r in pool if r["answerable"]][: len(qa)]
+        n_unknown = int(len(known) * (1 - cfg.answerable_share) / cfg.answerable_share)
+        qa = known + [r for r in pool if not r["answerable"]][:n_unknown]
     rest = [r for r in records if r["task"] != "open_qa"][: cfg.n_prompts - len(qa)]
     records = qa + rest
     rng.shuffle(records)

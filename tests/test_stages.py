@@ -263,6 +263,19 @@ def test_veto_catches_one_family_collapsing_inside_the_average():
     assert ppo.dev_family(dict(task="open_qa", answerable=False)) == "open_qa/unanswerable"
 
 
+def test_veto_ignores_a_drop_the_dev_set_cannot_resolve():
+    """A 6-point drop on 96 samples is within two standard errors (noise, not vetoed); the same drop measured on
+    10,000 samples is not; and the 3-point floor still holds when the noise is tiny."""
+    cfg = ppo.Config()
+    first = dict(dev_abstain=0.02, dev_family={"closed_qa": 0.70}, dev_n={"closed_qa": 288}, dev_n_answerable=288)
+    small = dict(dev_abstain=0.02, dev_family={"closed_qa": 0.64}, dev_n={"closed_qa": 96}, dev_n_answerable=96)
+    assert ppo.collapsed(small, first, cfg) == ""
+    big = lambda d: dict(d, dev_n={"closed_qa": 10_000}, dev_n_answerable=10_000)  # noqa: E731
+    assert ppo.collapsed(big(small), big(first), cfg) == "closed_qa -6 pts"
+    assert ppo.collapsed(dict(big(small), dev_family={"closed_qa": 0.68}), big(first), cfg) == ""
+    assert ppo.se_diff(0.5, 100, 0.5, 100) == pytest.approx(0.0707, abs=1e-4) and ppo.se_diff(0.5, 0, 0.5, 9) == 0
+
+
 def test_ppo_sequences_mark_response_targets(enc):
     ids, mask = ppo.build_sequences(enc, [[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10]], "cpu")
     assert ids.tolist()[0][:5] == [1, 2, 3, 6, 7] and ids.tolist()[1] == [4, 5, 8, 9, 10]
