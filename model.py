@@ -643,6 +643,19 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
+def corpus_batches(preset, enc, B, T, seed):
+    """Endless random windows (B, T+1) of the pretraining corpus: for PPO-ptx and SFT's corpus replay."""
+    path = os.path.join(data_dir(preset), "corpus.txt")
+    if not os.path.exists(path):
+        die(f"{path} not found: run `python data/world.py --preset {preset}` first")
+    with open(path, encoding="utf-8") as f:
+        tokens = torch.tensor(enc.encode(f.read(), allowed_special={EOT}))
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        starts = torch.randint(0, len(tokens) - T - 1, (B,), generator=g)
+        yield torch.stack([tokens[s : s + T + 1] for s in starts])
+
+
 def read_jsonl(path, preset):
     if not os.path.exists(path):
         die(f"{os.path.relpath(path)} not found: run `python data/world.py --preset {preset}` first")

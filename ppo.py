@@ -340,17 +340,6 @@ def collapsed(dev, first, cfg):
     return ", ".join(why)
 
 
-def corpus_batches(preset, enc, B, T, seed):
-    """Endless random windows of the pretraining corpus, for PPO-ptx."""
-    path = os.path.join(M.data_dir(preset), "corpus.txt")
-    with open(path, encoding="utf-8") as f:
-        tokens = torch.tensor(enc.encode(f.read(), allowed_special={M.EOT}))
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        starts = torch.randint(0, len(tokens) - T - 1, (B,), generator=g)
-        yield torch.stack([tokens[s : s + T + 1] for s in starts])
-
-
 def train(cfg, args, out, name, device, enc, round_=1):
     """One PPO run, the policy initialised from sft.pt; returns its metrics.
 
@@ -378,7 +367,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
     gen = torch.Generator(device=device).manual_seed(args.seed + round_)
     rng = torch.Generator().manual_seed(args.seed + round_)
     prng = random.Random(args.seed + round_)
-    ptx = corpus_batches(args.preset, enc, cfg.ptx_batch, policy.cfg.block_size, args.seed) if cfg.ptx_coef > 0 else None
+    ptx = M.corpus_batches(args.preset, enc, cfg.ptx_batch, policy.cfg.block_size, args.seed) if cfg.ptx_coef > 0 else None
     kl_coef = cfg.kl_coef
     log_path = os.path.join(out, f"{name}_log.jsonl")
     logf = open(log_path, "w" if round_ == 1 else "a")

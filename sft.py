@@ -59,6 +59,9 @@ class Config:
     judge_from: int = 7  # the labelers judge epochs from this one on (earlier ones never won: dev gold rises
     # every epoch, +0.655 at epoch 7 → +0.785 at epoch 10, and judging costs ~8-15 s per epoch)
     log_every: int = 25
+    corpus_coef: float = 0.0  # weight of the LM loss on pretraining-corpus windows added to each step (0: off)
+    corpus_batch: int = 4  # corpus windows per step, each corpus_len tokens
+    corpus_len: int = 128
 
 
 PRESETS = {
@@ -112,6 +115,8 @@ def main():
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--dropout", type=float)
+    p.add_argument("--corpus-coef", dest="corpus_coef", type=float,
+                   help="weight of the corpus LM loss mixed into each SFT step (0: the paper's SFT)")
     args = p.parse_args()
     cfg = M.override(PRESETS[args.preset], args)
     out = args.out or os.path.join("out", args.preset)
@@ -139,6 +144,7 @@ def main():
     progress = M.Progress(total, cfg.log_every, "sft")
     log = dict(step=[], train=[], epoch=[], val=[], dev_gold=[])
     best = (-float("inf"), None, -1)
+    corpus = M.corpus_batches(args.preset, enc, cfg.corpus_batch, cfg.corpus_len, args.seed) if cfg.corpus_coef > 0 else None
     t0 = time.time()
     step = 0
     for epoch in range(cfg.epochs):
@@ -147,8 +153,12 @@ def main():
             for g in opt.param_groups:
                 g["lr"] = M.cosine_lr(step, total, cfg.lr, cfg.warmup, min_ratio=0.0)
             loss, n_tok = sft_loss(model, batch, device)
+            total_loss = loss
+            if corpus is not None:  # corpus replay: + coef · LM loss on pretraining text, so SFT forgets less
+                x = next(corpus).to(device)  # (B, T+1)
+                total_loss = loss - cfg.corpus_coef * model.logprobs(x[:, :-1], x[:, 1:]).mean()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total_loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             log["step"].append(step)
