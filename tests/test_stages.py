@@ -62,6 +62,21 @@ def test_sft_loss_ignores_prompt_tokens():
     assert torch.allclose(base, expected)
 
 
+def test_corpus_batches_are_seeded_windows_of_the_corpus(enc, tmp_path, monkeypatch):
+    """SFT's corpus replay and PPO-ptx read (B, T+1) windows cut from the corpus, the same ones for one seed."""
+    text = "The red fox runs to the river. Dorvan is a baker. What is 3 + 4? It is 7. " * 20
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    monkeypatch.setattr(M, "data_dir", lambda preset: str(tmp_path))
+    tokens = enc.encode(text, allowed_special={M.EOT})
+    a, b = M.corpus_batches("test", enc, 3, 8, seed=1), M.corpus_batches("test", enc, 3, 8, seed=1)
+    for _ in range(4):
+        x = next(a)
+        assert x.shape == (3, 9) and torch.equal(x, next(b))
+        for row in x.tolist():
+            assert any(tokens[s : s + 9] == row for s in range(len(tokens) - 8))
+    assert not torch.equal(next(M.corpus_batches("test", enc, 3, 8, seed=2)), next(M.corpus_batches("test", enc, 3, 8, seed=1)))
+
+
 # ---------------------------------------------------------------------------------------------- reward model
 
 
