@@ -120,6 +120,7 @@ class Config:
     baseline_seeds: int = 3  # SFT's dev answers are sampled with this many seeds: the baseline is their mean
     rounds: int = 1
     rm_baseline: bool = True  # subtract r_θ(x, ȳ) of SFT's greedy answer ȳ (deviation 6)
+    unanswerable_keep: float = 1.0  # share of the unanswerable knowledge prompts kept among the rollout prompts
 
 
 PRESETS = {
@@ -274,6 +275,15 @@ def dev_family(r):
     return "open_qa/answerable" if r["answerable"] else "open_qa/unanswerable"
 
 
+def keep_unanswerable(records, share):
+    """The rollout prompts with only the first `share` of the unanswerable knowledge questions kept (the rest of
+    the prompts unchanged, in order). Rewarded for "I don't know" on those, a policy that cannot tell the names it
+    knows from the ones it does not also abstains on the answerable questions; fewer of them, less of that pull."""
+    unanswerable = [i for i, r in enumerate(records) if dev_family(r) == "open_qa/unanswerable"]
+    drop = set(unanswerable[round(share * len(unanswerable)):])
+    return [r for i, r in enumerate(records) if i not in drop]
+
+
 @torch.no_grad()
 def dev_eval(policy, enc, records, cfg, seed):
     """The policy's answers to the dev prompts, sampled as evaluate.py samples them (T = cfg.temperature, a fixed
@@ -362,6 +372,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
     for m in (policy, ref, rm, value):
         m.eval()  # dropout off everywhere during RL
     records = M.read_jsonl(os.path.join(ddir, "ppo_prompts.jsonl"), args.preset)
+    records = keep_unanswerable(records, cfg.unanswerable_keep)
     dev = M.read_jsonl(os.path.join(ddir, "dev_prompts.jsonl"), args.preset)[: cfg.dev_prompts]
     opt = torch.optim.AdamW(list(policy.parameters()) + list(value.parameters()), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator(device=device).manual_seed(args.seed + round_)
@@ -452,6 +463,8 @@ def main():
     p.add_argument("--no-rm-baseline", dest="rm_baseline", action="store_const", const=False,
                    help="the paper's reward: r_θ(x, y) without subtracting the score of SFT's greedy answer")
     p.add_argument("--rounds", type=int, help="iterated RLHF: repeat reward.py (new comparisons) + PPO")
+    p.add_argument("--unanswerable-keep", dest="unanswerable_keep", type=float,
+                   help="keep this share of the unanswerable knowledge prompts in the rollouts (an experiment)")
     p.add_argument("--no-veto", dest="veto", action="store_const", const=False,
                    help="keep the best dev-gold checkpoint even if it answers fewer prompts right or abstains more")
     args = p.parse_args()
