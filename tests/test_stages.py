@@ -291,6 +291,14 @@ def test_veto_ignores_a_drop_the_dev_set_cannot_resolve():
     assert ppo.se_diff(0.5, 100, 0.5, 100) == pytest.approx(0.0707, abs=1e-4) and ppo.se_diff(0.5, 0, 0.5, 9) == 0
 
 
+def test_ppo_unanswerable_keep_drops_only_unanswerable_knowledge_prompts():
+    recs = [dict(task="open_qa", answerable=i % 2 == 0, i=i) for i in range(20)] + [dict(task="chat", answerable=True, i=99)]
+    kept = ppo.keep_unanswerable(recs, 0.3)
+    assert [r["i"] for r in kept if not r["answerable"]] == [1, 3, 5]  # the first 30% of the 10, in order
+    assert [r["i"] for r in kept if r["answerable"]] == [r["i"] for r in recs if r["answerable"]]
+    assert ppo.keep_unanswerable(recs, 1.0) == recs
+
+
 def test_ppo_sequences_mark_response_targets(enc):
     ids, mask = ppo.build_sequences(enc, [[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10]], "cpu")
     assert ids.tolist()[0][:5] == [1, 2, 3, 6, 7] and ids.tolist()[1] == [4, 5, 8, 9, 10]
