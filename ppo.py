@@ -278,7 +278,9 @@ def dev_family(r):
 def keep_unanswerable(records, share):
     """The rollout prompts with only the first `share` of the unanswerable knowledge questions kept (the rest of
     the prompts unchanged, in order). Rewarded for "I don't know" on those, a policy that cannot tell the names it
-    knows from the ones it does not also abstains on the answerable questions; fewer of them, less of that pull."""
+    knows from the ones it does not might also abstain on the answerable questions; fewer of them, less of that
+    pull. Measured at cpu, share 0.3 (70 of 234 kept): the drift on answerable questions is the same (-8 points at
+    iteration 15, -26 at 50; default -8, -28), so it comes from the RM's bonus on those, not from the others."""
     unanswerable = [i for i, r in enumerate(records) if dev_family(r) == "open_qa/unanswerable"]
     drop = set(unanswerable[round(share * len(unanswerable)):])
     return [r for i, r in enumerate(records) if i not in drop]
