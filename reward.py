@@ -27,7 +27,9 @@ Steps:
      each response forwarded once; the epoch with the best held-out accuracy is kept.
   3. Normalise: shift the head's bias so the demonstrations score mean 0.
   4. Measure: held-out pairwise accuracy vs the noisy labels and vs the gold order, next to the ceiling (two
-     independent simulated labelers' agreement), and a probe on controlled pairs that differ in one thing.
+     independent simulated labelers' agreement), a probe on controlled pairs that differ in one thing, and
+     the break-even P(right) on knowledge questions: how sure a policy must be before answering earns more
+     than "I don't know" (`break_even`; gold: 0.32). PPO follows margins, not pairwise accuracy.
 
 Deviations from the paper:
   1. Scale: a ~2M-parameter RM initialised from our SFT model (paper: 6B RM, from a GPT-3 model fine-tuned on
@@ -255,6 +257,34 @@ def run_probe(rm, enc, records, cfg, rng, device):
 
 
 @torch.no_grad()
+def break_even(score, records, rng, n=100):
+    """What PPO sees and pairwise accuracy hides: the margins. On a knowledge question the policy can answer, an
+    answer right with probability p (and wrong otherwise) earns p·r(right) + (1 − p)·r(wrong) on average, which
+    beats r("I don't know") only when
+        p > p* = (r(IDK) − r(wrong)) / (r(right) − r(wrong)).
+    A policy trained on the reward learns to abstain wherever it is less sure than p*. score: a function from
+    [(prompt, response)] to a (N,) tensor of rewards. Returns per tier (common, rare) the median p* under `score`
+    and under gold, and the share of questions on which "I don't know" beats an answer right half the time."""
+    def p_star(s):  # s: {kind: (N,)}
+        gap = s["right"] - s["wrong"]
+        p = ((s["abstain"] - s["wrong"]) / gap.clamp(min=1e-6)).clamp(0, 1)
+        return torch.where(gap > 0, p, (s["abstain"] > s["wrong"]).float())  # wrong >= right: answering never pays
+    out = {}
+    for tier in ("common", "rare"):
+        pool = [r for r in records if r["task"] == "open_qa" and r.get("tier") == tier]
+        recs = rng.sample(pool, min(n, len(pool)))
+        if not recs:
+            continue
+        cs = [contrasts(r, rng) for r in recs]
+        kinds = ("right", "abstain", "wrong")
+        p = p_star({k: score([(r["prompt"], c[k]) for r, c in zip(recs, cs)]).float().cpu() for k in kinds})
+        p_gold = p_star({k: torch.tensor([gold(r, c[k])["total"] for r, c in zip(recs, cs)]) for k in kinds})
+        out[tier] = dict(n=len(recs), median=float(p.median()), over_half=float((p > 0.5).float().mean()),
+                         gold_median=float(p_gold.median()), gold_over_half=float((p_gold > 0.5).float().mean()))
+    return out
+
+
+@torch.no_grad()
 def normalise(rm, enc, demos, device):
     """Shift the head's bias so the labelers' demonstrations score mean 0 (paper §3.5). Returns the shift."""
     rm.eval()
@@ -405,6 +435,12 @@ def main():
         print(f"{kind:36s} {v['acc']:6.2f} {v['n']:4d} {v['mean_better']:10.2f} {v['mean_worse']:9.2f} "
               f"{v['acc_head']:11.2f} {v['acc_loglik']:12.2f}")
 
+    be = break_even(lambda pairs: rm_scores(rm, enc, pairs, device), probe_records, random.Random(1))
+    print("\nbreak-even P(right) for answering over \"I don't know\" (PPO learns to abstain where the policy is less sure):")
+    for tier, v in be.items():
+        print(f"  {tier:7s} median {v['median']:.2f} (gold {v['gold_median']:.2f}); \"I don't know\" beats an answer "
+              f"right half the time on {v['over_half']:.0%} of {v['n']} questions (gold: {v['gold_over_half']:.0%})")
+
     M.save_checkpoint(os.path.join(out, "rm.pt"), rm, args.preset, "reward", enc.tokenizer_id,
                       extra=dict(round=args.round, bias_shift=shift, epoch=best[2]))
     M.plot_curves(os.path.join(out, "reward_curves.png"),
@@ -418,7 +454,7 @@ def main():
                    heldout_loss=best[3]["loss"], labeler_agreement=ceiling, chosen_epoch=best[2],
                    epochs=log["epoch"], val_acc=log["val_acc"], val_gold_acc=log["val_gold_acc"],
                    all_tied_share=float(ties), n_train_prompts=len(train), n_val_prompts=len(val),
-                   bias_shift=shift, loglik_coef=rm.score_loglik.item(), probe=probe, collect_seconds=collect_time, total_seconds=total_time,
+                   bias_shift=shift, loglik_coef=rm.score_loglik.item(), probe=probe, break_even=be, collect_seconds=collect_time, total_seconds=total_time,
                    config=asdict(cfg))
     metrics_path = os.path.join(out, "reward_metrics.json")
     history = []

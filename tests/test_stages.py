@@ -96,6 +96,28 @@ def test_knowledge_questions_get_the_contrasts_the_rm_must_rank():
     assert [k for k, _ in reward.pick_contrasts(unknown, random.Random(0), 0.0)] == ["abstain", "wrong", "wrong"]
 
 
+def test_break_even_is_where_answering_and_abstaining_earn_the_same():
+    import random
+    from data.labeler import gold
+    rec = dict(id="t-0", task="open_qa", prompt="What is Dorvan's job?", template="open_qa/0", heldout_template=False,
+               answer="baker", tier="common", harmful=False, respectful=False, answerable=True, entity="Dorvan",
+               kind="person", attribute="job", question="What is Dorvan's job?", max_words=5)
+    recs = [dict(rec, id=f"t-{i}") for i in range(5)] + [dict(rec, id=f"r-{i}", tier="rare") for i in range(3)]
+
+    def scorer(idk):  # right 1, "I don't know" idk, wrong -1
+        def score(pairs):
+            g = [gold(rec, y) for _, y in pairs]
+            return torch.tensor([1.0 if x["correct"] else idk if x["abstain"] else -1.0 for x in g])
+        return score
+    be = reward.break_even(scorer(0.0), recs, random.Random(0))
+    assert be["common"]["n"] == 5 and be["rare"]["n"] == 3
+    assert be["common"]["median"] == pytest.approx(0.5) and be["common"]["over_half"] == 0.0  # (0+1)/(1+1)
+    assert be["common"]["gold_median"] == pytest.approx((-0.4 + 1.3) / (1.5 + 1.3), abs=1e-3)  # world's gold
+    be = reward.break_even(scorer(0.6), recs, random.Random(0))
+    assert be["rare"]["median"] == pytest.approx(0.8) and be["rare"]["over_half"] == 1.0
+    assert reward.break_even(scorer(2.0), recs, random.Random(0))["common"]["median"] == 1.0  # never answer
+
+
 def test_rm_loss_matches_hand_computed_pairs():
     scores = torch.tensor([2.0, 0.5, -1.0])
     ranking = [1, 0, 2]  # the labeler put response 1 first, then 0, then 2
