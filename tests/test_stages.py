@@ -80,12 +80,17 @@ def test_corpus_batches_are_seeded_windows_of_the_corpus(enc, tmp_path, monkeypa
 # ---------------------------------------------------------------------------------------------- reward model
 
 
+# an answerable knowledge question about a common entity
+KNOWN_QUESTION = dict(id="t-0", task="open_qa", prompt="What is Dorvan's job?", template="open_qa/0",
+                      heldout_template=False, answer="baker", tier="common", harmful=False, respectful=False,
+                      answerable=True, entity="Dorvan", kind="person", attribute="job",
+                      question="What is Dorvan's job?", max_words=5)
+
+
 def test_knowledge_questions_get_the_contrasts_the_rm_must_rank():
     import random
     from data.labeler import gold
-    rec = dict(id="t-0", task="open_qa", prompt="What is Dorvan's job?", template="open_qa/0", heldout_template=False,
-               answer="baker", tier="common", harmful=False, respectful=False, answerable=True, entity="Dorvan",
-               kind="person", attribute="job", question="What is Dorvan's job?", max_words=5)
+    rec = KNOWN_QUESTION
     picks = reward.pick_contrasts(rec, random.Random(0), p_contrast=0.0)
     kinds = [k for k, _ in picks]
     assert kinds == ["right", "abstain", "wrong", "verbose", "wrong"]
@@ -99,9 +104,7 @@ def test_knowledge_questions_get_the_contrasts_the_rm_must_rank():
 def test_break_even_is_where_answering_and_abstaining_earn_the_same():
     import random
     from data.labeler import gold
-    rec = dict(id="t-0", task="open_qa", prompt="What is Dorvan's job?", template="open_qa/0", heldout_template=False,
-               answer="baker", tier="common", harmful=False, respectful=False, answerable=True, entity="Dorvan",
-               kind="person", attribute="job", question="What is Dorvan's job?", max_words=5)
+    rec = KNOWN_QUESTION
     recs = [dict(rec, id=f"t-{i}") for i in range(5)] + [dict(rec, id=f"r-{i}", tier="rare") for i in range(3)]
 
     def scorer(idk):  # right 1, "I don't know" idk, wrong -1
