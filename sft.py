@@ -32,7 +32,7 @@ Deviations from the paper:
 
 Not in the paper, off by default: `--corpus-coef c` adds c times the LM loss on corpus windows to every step
 (corpus replay, SFT's version of PPO-ptx), so that SFT forgets less of the corpus. Measured at cpu, c = 1
-(`--out out/cpu-replay`, 338 s): held-out corpus loss 4.71 -> 0.88 nats/token and greedy common facts on dev
+(`--out out/cpu-replay`, 376 s): held-out corpus loss 4.66 -> 0.89 nats/token and greedy common facts on dev
 79% -> 100%, but abstention on names it never saw falls (nokb dev questions answered right 68% -> 16%) and
 dev gold drops (+0.793 -> +0.703); the RM trained on its samples reaches right > "I don't know" 0.91, yet PPO
 on it learns to abstain everywhere within 5 iterations. README ("Tried and not kept") has the numbers.
