@@ -47,7 +47,7 @@ def answer_all(models, rm, enc, prompt, record, max_new_tokens=48):
 
 
 def main():
-    p = M.stage_args(__doc__.split("\n")[1])
+    p = M.stage_args(__doc__.split("\n")[1], training=False)
     args = p.parse_args()
     out = args.out or os.path.join("out", args.preset)
     enc = M.load_tokenizer(args.preset)

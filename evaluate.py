@@ -296,7 +296,7 @@ def read_log(path):
 
 
 def main():
-    p = M.stage_args(__doc__.split("\n")[1])
+    p = M.stage_args(__doc__.split("\n")[1], training=False)
     args = p.parse_args()
     S = SETTINGS[args.preset]
     out = args.out or os.path.join("out", args.preset)

@@ -217,15 +217,19 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
     responses = M.generate(policy, prompt_ids, cfg.max_new_tokens, cfg.temperature, 0, gen, eot=enc.eot_token)
     ended = torch.tensor([len(r) > 0 and r[-1] == enc.eot_token for r in responses], device=device)
     ids, mask = build_sequences(enc, prompt_ids, responses, device)
-    logp, h = forward_policy(policy, ids, cfg.temperature)
-    ref_logp, _ = forward_policy(ref, ids, cfg.temperature)
-    values = value.scores(ids[:, :-1]) * mask  # (B, L-1) V(state before each response token)
-    # r_θ(x, y) (read at the last real token, the EOT, plus α·log p_θ(y|x)); EOS trick for responses that did not end
-    score = M.reward_from_ids(rm, ids, mask)  # (B,)
+    # the same autocast as ppo_update's forward passes, so that the ratio starts at exactly 1 (model.py, "mixed
+    # precision": the body in bf16 where the hardware has it, log-probs and scores in fp32)
+    with M.autocast(device):
+        logp, h = forward_policy(policy, ids, cfg.temperature)
+        ref_logp, _ = forward_policy(ref, ids, cfg.temperature)
+        values = value.scores(ids[:, :-1]) * mask  # (B, L-1) V(state before each response token)
+        # r_θ(x, y) (read at the last real token, the EOT, plus α·log p_θ(y|x)); EOS trick for responses that did not end
+        score = M.reward_from_ids(rm, ids, mask)  # (B,)
     reward = score
     if cfg.rm_baseline:  # r_θ(x, y) − r_θ(x, ȳ), ȳ = π_SFT's greedy answer to x (deviation 6)
         greedy = M.generate(ref, prompt_ids, cfg.max_new_tokens, 0.0, 0, None, eot=enc.eot_token)
-        reward = score - M.reward_from_ids(rm, *build_sequences(enc, prompt_ids, greedy, device))
+        with M.autocast(device):
+            reward = score - M.reward_from_ids(rm, *build_sequences(enc, prompt_ids, greedy, device))
     if cfg.eos_trick:
         reward = torch.where(ended, reward, torch.full_like(score, cfg.no_eos_score))
     logits = policy.logits(h) / cfg.temperature  # (B, L-1, V), only for the entropy log
@@ -243,14 +247,16 @@ def ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx_batches, rng):
         for s in range(0, B, cfg.minibatch):
             i = order[s : s + cfg.minibatch]
             ids, mask = batch["ids"][i], batch["mask"][i]
-            logp, _ = forward_policy(policy, ids, cfg.temperature)
-            values = value.scores(ids[:, :-1])
+            with M.autocast(ids.device):
+                logp, _ = forward_policy(policy, ids, cfg.temperature)
+                values = value.scores(ids[:, :-1])
             pg_loss, vf_loss, st = ppo_losses(logp, batch["logp"][i], adv[i], values, batch["values"][i],
                                               returns[i], mask, cfg.clip, cfg.vf_clip)
             loss = pg_loss + cfg.vf_coef * vf_loss
             if cfg.ptx_coef > 0:  # PPO-ptx: + γ · E_pretrain[log π(x)], i.e. − γ · LM loss
                 x = next(ptx_batches)
-                ptx_loss = -policy.logprobs(x[:, :-1], x[:, 1:]).mean()
+                with M.autocast(x.device):
+                    ptx_loss = -policy.logprobs(x[:, :-1], x[:, 1:]).mean()
                 loss = loss + cfg.ptx_coef * ptx_loss
                 st["ptx_loss"] = ptx_loss.item()
             opt.zero_grad(set_to_none=True)
@@ -478,6 +484,7 @@ def main():
     device = M.get_device(args.device)
     M.set_seed(args.seed)
     M.set_attention_impl(M.default_attention_impl(device))
+    M.set_precision(args.precision, device)
     enc = M.load_tokenizer(args.preset)
     M.borrow(out, args.preset, ["base.pt", "sft.pt", "rm.pt", "reward_metrics.json", "comparisons.jsonl"])
     t0 = time.time()

@@ -118,6 +118,7 @@ def main():
     device = M.get_device(args.device)
     M.set_seed(args.seed)
     M.set_attention_impl(M.default_attention_impl(device))
+    M.set_precision(args.precision, device)
     rng = np.random.default_rng(args.seed)
 
     enc = M.load_tokenizer(args.preset)
@@ -131,9 +132,8 @@ def main():
           f"model {model.num_params() / 1e6:.2f}M parameters, {cfg.max_iters} iters x {cfg.batch_size} x {T} tokens")
 
     opt = M.configure_optimizer(model, cfg.lr, cfg.weight_decay)
-    peak = M.measure_matmul_flops()
+    peak = M.measure_matmul_flops(dtype=torch.bfloat16 if M.BF16 else torch.float32)
     flops_tok = M.flops_per_token(mcfg, model.num_params(), T)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     progress = M.Progress(cfg.max_iters, cfg.log_every, "pretrain")
     log = dict(step=[], train=[], val_step=[], val=[])
     t0 = time.time()
@@ -142,7 +142,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         x, y = get_batch(train_tokens, cfg.batch_size, T, rng, device)  # (B, T), (B, T)
-        with autocast:
+        with M.autocast(device):  # the body in bf16 where the hardware has it (model.py, "mixed precision")
             loss = lm_loss(model, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

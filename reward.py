@@ -324,6 +324,7 @@ def main():
     device = M.get_device(args.device)
     M.set_seed(args.seed + args.round)
     M.set_attention_impl(M.default_attention_impl(device))
+    M.set_precision(args.precision, device)
     rng = random.Random(args.seed + args.round)
     gen = torch.Generator(device=device).manual_seed(args.seed + args.round)
     enc = M.load_tokenizer(args.preset)
@@ -402,7 +403,8 @@ def main():
         for s in range(0, len(train), cfg.batch_prompts):
             for g in opt.param_groups:
                 g["lr"] = M.cosine_lr(step, total, cfg.lr, warmup=10, min_ratio=0.1)
-            loss, acc = batch_loss(rm, enc, train[s : s + cfg.batch_prompts], device)
+            with M.autocast(device):  # the body in bf16 where the hardware has it (model.py, "mixed precision")
+                loss, acc = batch_loss(rm, enc, train[s : s + cfg.batch_prompts], device)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(rm.parameters(), cfg.grad_clip)

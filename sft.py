@@ -130,6 +130,7 @@ def main():
     device = M.get_device(args.device)
     M.set_seed(args.seed)
     M.set_attention_impl(M.default_attention_impl(device))
+    M.set_precision(args.precision, device)
     rng = random.Random(args.seed)
 
     enc = M.load_tokenizer(args.preset)
@@ -159,11 +160,12 @@ def main():
         for batch in length_batches(train, cfg.batch_size, rng):
             for g in opt.param_groups:
                 g["lr"] = M.cosine_lr(step, total, cfg.lr, cfg.warmup, min_ratio=0.0)
-            loss, n_tok = sft_loss(model, batch, device)
-            total_loss = loss
-            if corpus is not None:  # corpus replay: + coef · LM loss on pretraining text, so SFT forgets less
-                x = next(corpus).to(device)  # (B, T+1)
-                total_loss = loss - cfg.corpus_coef * model.logprobs(x[:, :-1], x[:, 1:]).mean()
+            with M.autocast(device):  # the body in bf16 where the hardware has it (model.py, "mixed precision")
+                loss, n_tok = sft_loss(model, batch, device)
+                total_loss = loss
+                if corpus is not None:  # corpus replay: + coef · LM loss on pretraining text, so SFT forgets less
+                    x = next(corpus).to(device)  # (B, T+1)
+                    total_loss = loss - cfg.corpus_coef * model.logprobs(x[:, :-1], x[:, 1:]).mean()
             opt.zero_grad(set_to_none=True)
             total_loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

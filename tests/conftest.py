@@ -7,3 +7,15 @@ if not os.path.exists("/dev/nvidia0"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fp32_unless_asked():
+    """A stage's main() sets model.BF16 (set_precision, --precision auto): every test starts from fp32."""
+    import model
+
+    model.BF16 = False
+    yield
+    model.BF16 = False

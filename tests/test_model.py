@@ -174,3 +174,36 @@ def test_gpu_preset_builds_and_takes_one_training_step_on_cpu():
     opt.step()
     assert torch.isfinite(loss)
     assert not torch.equal(before, m.transformer.h[0].attn.c_attn.weight)
+
+
+@pytest.mark.skipif(not M.native_bf16("cpu"), reason="this CPU has no native bf16 matmul")
+@pytest.mark.parametrize("impl", ["readable", "sdpa"])
+def test_bf16_autocast_keeps_heads_fp32_and_stays_close_to_fp32(impl, monkeypatch):
+    """The fast path (bf16 body under M.autocast) against the readable one (fp32): log-probs, scores and the
+    gradient agree closely, and what leaves the heads is fp32."""
+    M.set_attention_impl(impl)
+    m = tiny(scalar_head=True)
+    x, y = torch.randint(0, 61, (3, 20)), torch.randint(0, 61, (3, 20))
+
+    def run():
+        m.zero_grad()
+        with M.autocast("cpu"):
+            lp, sc, lg = m.logprobs(x, y), m.scores(x), m.logits(m(x))
+        (-lp.mean() + sc.mean()).backward()
+        return lp.detach(), sc.detach(), lg.dtype, m.transformer.h[0].mlp.c_fc.weight.grad.clone()
+
+    lp32, sc32, _, g32 = run()
+    monkeypatch.setattr(M, "BF16", True)
+    lp16, sc16, lg_dtype, g16 = run()
+    assert lp16.dtype == sc16.dtype == lg_dtype == g16.dtype == torch.float32
+    assert not torch.equal(lp16, lp32)  # bf16 really ran
+    assert (lp16 - lp32).abs().max() < 0.02 and (sc16 - sc32).abs().max() < 0.02
+    assert F.cosine_similarity(g16.flatten(), g32.flatten(), dim=0) > 0.99
+
+
+def test_precision_bf16_without_native_support_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(M, "native_bf16", lambda device: False)
+    with pytest.raises(SystemExit, match="--precision fp32"):
+        M.set_precision("bf16", "cpu")
+    M.set_precision("auto", "cpu")
+    assert M.BF16 is False

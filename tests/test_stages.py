@@ -255,15 +255,23 @@ def test_kl_penalty_on_response_tokens_only_and_score_on_last_token():
     assert torch.allclose(rewards, expected)
 
 
-def test_ppo_ratio_is_one_before_first_update(enc):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_ppo_ratio_is_one_before_first_update(enc, bf16, monkeypatch):
+    """As ppo_update computes it: a minibatch of the rollout's rows, under the same autocast (bf16 or not)."""
+    if bf16 and not M.native_bf16("cpu"):
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setattr(M, "BF16", bf16)
     policy, ref = tiny(enc), tiny(enc)
     rm, value = tiny(enc, scalar_head=True), tiny(enc, scalar_head=True)
     cfg = ppo.Config(max_new_tokens=8, minibatch=2)
     records = [dict(prompt=p) for p in ["What is 3 + 4?", "Who is Dorvan?", "The red fox"]]
     batch = ppo.rollout(policy, ref, rm, value, enc, records, cfg, torch.Generator().manual_seed(0), "cpu")
-    logp, _ = ppo.forward_policy(policy, batch["ids"], cfg.temperature)
-    ratio = torch.exp(logp - batch["logp"]) * batch["mask"]
-    assert torch.allclose(ratio, batch["mask"], atol=1e-5)
+    i = torch.tensor([2, 0])  # one minibatch, rows in shuffled order
+    with torch.no_grad(), M.autocast("cpu"):
+        logp, _ = ppo.forward_policy(policy, batch["ids"][i], cfg.temperature)
+    assert logp.dtype == torch.float32  # log-probs in fp32 even under bf16 autocast
+    ratio = torch.exp(logp - batch["logp"][i]) * batch["mask"][i]
+    assert torch.allclose(ratio, batch["mask"][i], atol=1e-5)
     assert torch.allclose(batch["logp"], batch["ref_logp"])  # policy == ref at the start: KL exactly 0
 
 
