@@ -58,8 +58,9 @@ chat: $(O)/ppo.pt
 
 # The over-optimisation exercise: PPO with no KL penalty (β = 0), beside the default run. At the default learning
 # rate the policy is only ~2 nats from SFT after 50 iterations at cpu, too little to break the RM; 1e-4 gets it far.
+# 50 iterations (the default run stops at 40) so that the fall of gold is seen whole.
 nokl: $(O)/rm.pt
-	$(PY) ppo.py --preset $(PRESET) --kl-coef 0 --lr 1e-4 --out out/$(PRESET)-nokl
+	$(PY) ppo.py --preset $(PRESET) --kl-coef 0 --lr 1e-4 --iterations 50 --out out/$(PRESET)-nokl
 
 # Iterated RLHF: steps 2 and 3 repeated (new comparisons from where PPO ended, RM retrained, PPO again from SFT).
 rounds: $(O)/rm.pt

@@ -10,7 +10,8 @@ Rows:
   1. fp32 matmul peak of this machine (model.measure_matmul_flops), the denominator of MFU;
   2. training tokens/s of the preset's model (forward + backward + AdamW, random tokens) and its MFU,
      FLOPs per token from model.flops_per_token (PaLM, appendix B); once with what the stage scripts use
-     (sdpa attention + kernels.linear_logprob), once with the readable attention and log_softmax;
+     (sdpa attention + kernels.linear_logprob), once with the readable attention and log_softmax, and, on a
+     CPU with native bf16, once more with the body under bf16 autocast (what the stages then run);
   3. greedy generation, KV cache (model.generate) vs recomputing the whole sequence every step, same batch
      of prompts, same number of new tokens;
   4. peak memory of the log-prob of the chosen tokens, forward + backward: naive (logits = h @ Wᵀ,
@@ -125,9 +126,11 @@ def preset_config(preset, block_size=None):
     return M.GPTConfig(**shapes, vocab_size=vocab)
 
 
-def bench_train(cfg, batch, steps, attn, use_kernels):
-    """Training tokens/s at (batch, block_size): forward, loss -mean log π, backward, AdamW step."""
+def bench_train(cfg, batch, steps, attn, use_kernels, bf16=False):
+    """Training tokens/s at (batch, block_size): forward, loss -mean log π, backward, AdamW step; bf16: the
+    forward under model.autocast, as the stage scripts run it where the hardware has native bf16."""
     torch.manual_seed(0)
+    M.BF16 = bf16
     model = M.GPT(cfg)
     optimizer = M.configure_optimizer(model, lr=1e-4)
     M.set_attention_impl(attn)
@@ -136,13 +139,14 @@ def bench_train(cfg, batch, steps, attn, use_kernels):
     x = torch.randint(0, cfg.vocab_size, (batch, T + 1))
 
     def step():
-        loss = -model.logprobs(x[:, :-1], x[:, 1:]).mean()  # the pretraining loss: next-token NLL
+        with M.autocast("cpu"):
+            loss = -model.logprobs(x[:, :-1], x[:, 1:]).mean()  # the pretraining loss: next-token NLL
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     dt, _ = best_time(step, steps)
-    M.USE_KERNELS = True
+    M.USE_KERNELS, M.BF16 = True, False
     return batch * T / dt, M.flops_per_token(cfg, model.num_params(), T)
 
 
@@ -253,6 +257,13 @@ def main():
                      f"peak {peak / 1e9:.1f} GFLOP/s", f"MFU {u:.1%}"))
     rows.append(("train speedup: ours vs readable", f"{fast_tps:,.0f} tok/s", f"{slow_tps:,.0f} tok/s",
                  f"{fast_tps / slow_tps:.2f}x"))
+    if M.native_bf16("cpu"):  # what the stages run here (--precision auto): the body's matmuls in bf16
+        bf16_tps, _ = bench_train(cfg, batch, steps, attn=M.default_attention_impl("cpu"), use_kernels=True, bf16=True)
+        bf16_peak = M.measure_matmul_flops(dtype=torch.bfloat16)
+        rows.append(("bf16 matmul peak (1024^3 matmuls, this run)", f"{bf16_peak / 1e9:.1f} GFLOP/s", "", ""))
+        rows.append(("train speedup: bf16 autocast vs fp32 (sdpa + linear_logprob)", f"{bf16_tps:,.0f} tok/s",
+                     f"{fast_tps:,.0f} tok/s", f"{bf16_tps / fast_tps:.2f}x"))
+        fig.update(bf16_matmul_gflops=bf16_peak / 1e9, train_tokens_per_s_bf16=bf16_tps)
     fig.update(matmul_gflops=peak / 1e9, train_tokens_per_s=fast_tps, mfu=mfu, flops_per_token=fpt,
                train_batch=batch, train_tokens_per_s_readable=slow_tps, mfu_readable=slow_mfu)
 
