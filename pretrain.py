@@ -7,7 +7,7 @@ internet in data/<preset>/corpus.txt: encyclopedia sentences about a fictional w
 threads whose answers are of mixed quality, and some toxic text. It learns the language and the facts, and
 also the bad habits; it has never seen the chat format, so it does not follow instructions.
 
-    python pretrain.py --preset cpu            # ~10 min on 2 CPU cores
+    python pretrain.py --preset cpu            # ~15-17 min on 2 CPU cores (README, "Time per stage")
     python pretrain.py --preset test           # seconds, for the tests
 
 Reads  data/<preset>/corpus.txt, corpus_heldout.txt, tokenizer.bpe, eval_prompts.jsonl (knowledge probe)
@@ -17,7 +17,7 @@ Objective: next-token cross-entropy, −(1/N) Σ_t log π(x_t | x_<t), on random
 AdamW (decay on matrices only), linear warmup + cosine decay, gradient clipping at 1.0.
 
 Deviations from the paper (GPT-3: 175B parameters, 300B tokens):
-  1. ~2M parameters and ~8M tokens (cpu preset): what 2 CPU cores train in ~10 minutes. Half as many tokens
+  1. ~2M parameters and ~8M tokens (cpu preset): what 2 CPU cores train in ~16 minutes. Half as many tokens
      gave a base that knew the facts as well but a less competent SFT model (sums 52% vs 84%).
   2. The "internet" is generated (data/world.py), so we can measure exactly which facts the model knows.
   3. A byte-level BPE of a few thousand tokens trained on our corpus instead of GPT-2's 50k vocabulary.
