@@ -655,7 +655,7 @@ def set_seed(seed):
 
 # Mixed precision. The training forward passes (pretrain, SFT, RM training, PPO's rollout log-probs and updates)
 # run the transformer body's matmuls and attention in bf16 where the hardware does bf16 natively: CUDA, and CPUs
-# with AVX512-BF16 or AMX, where a bf16 matmul ran 2.7x faster than fp32 and a cpu-preset training step 1.3x
+# with AVX512-BF16 or AMX, where a bf16 matmul ran 2.0-2.7x faster than fp32 and a cpu-preset training step 1.2-1.3x
 # (bench.py). Weights, gradients, AdamW state, layer norms, the residual stream, the output head with its
 # log-softmax, and the scalar heads stay fp32 (full_precision below). Sampling and every evaluation run in fp32.
 # On a CPU without native bf16, autocast would be emulated and slower, so "auto" means fp32 there: the same seed
