@@ -264,6 +264,14 @@ def main():
         rows.append(("train speedup: bf16 autocast vs fp32 (sdpa + linear_logprob)", f"{bf16_tps:,.0f} tok/s",
                      f"{fast_tps:,.0f} tok/s", f"{bf16_tps / fast_tps:.2f}x"))
         fig.update(bf16_matmul_gflops=bf16_peak / 1e9, train_tokens_per_s_bf16=bf16_tps)
+    # 2b. Short sequences, shaped like an SFT batch (demonstrations average 43 tokens): which attention wins here
+    # decides model.default_attention_impl(device, short=True)
+    scfg, sbatch, bf16 = preset_config(args.preset, block_size=48), (2 if args.quick else 32), M.native_bf16("cpu")
+    short = {a: bench_train(scfg, sbatch, steps, attn=a, use_kernels=True, bf16=bf16)[0] for a in ("readable", "sdpa")}
+    rows.append((f"train T48 (SFT-sized, B{sbatch}{', bf16' if bf16 else ''}): readable vs sdpa attention",
+                 f"{short['readable']:,.0f} tok/s", f"{short['sdpa']:,.0f} tok/s",
+                 f"{short['readable'] / short['sdpa']:.2f}x"))
+    fig.update(train_short_tokens_per_s=short)
     fig.update(matmul_gflops=peak / 1e9, train_tokens_per_s=fast_tps, mfu=mfu, flops_per_token=fpt,
                train_batch=batch, train_tokens_per_s_readable=slow_tps, mfu_readable=slow_mfu)
 

@@ -105,9 +105,9 @@ def sft_loss(model, examples, device):
     """
     ids, lengths = M.right_pad([e[0] for e in examples], 0, device)  # (B, T), (B,)
     n_prompt = torch.tensor([e[1] for e in examples], device=device)  # (B,)
-    logp = model.logprobs(ids[:, :-1], ids[:, 1:])  # (B, T-1)
-    mask = M.target_mask(ids.size(1), n_prompt, lengths, device)  # (B, T-1) response targets only
-    return -(logp * mask).sum() / mask.sum(), int(mask.sum())
+    mask = M.target_mask(ids.size(1), n_prompt, lengths, device).bool()  # (B, T-1) response targets only
+    logp = model.logprobs_at(ids[:, :-1], ids[:, 1:], mask)  # (N,) the N response targets, in row order
+    return -logp.mean(), int(mask.sum())
 
 
 @torch.no_grad()
@@ -120,6 +120,7 @@ def dev_gold(model, enc, records, max_new_tokens):
 def main():
     p = M.stage_args(__doc__.split("\n")[1])
     p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--dropout", type=float)
     p.add_argument("--corpus-coef", dest="corpus_coef", type=float,
@@ -129,7 +130,7 @@ def main():
     out = args.out or os.path.join("out", args.preset)
     device = M.get_device(args.device)
     M.set_seed(args.seed)
-    M.set_attention_impl(M.default_attention_impl(device))
+    M.set_attention_impl(M.default_attention_impl(device, short=True))  # demonstrations: 43 tokens on average
     M.set_precision(args.precision, device)
     rng = random.Random(args.seed)
 

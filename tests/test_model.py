@@ -107,6 +107,19 @@ def test_logprob_matches_log_softmax_gather(use_kernels):
         assert torch.allclose(a, b, atol=1e-10)
 
 
+def test_logprobs_at_masked_positions_equal_the_full_computation():
+    m = tiny()
+    x, y = torch.randint(0, 61, (3, 11)), torch.randint(0, 61, (3, 11))
+    mask = torch.rand(3, 11) < 0.4
+    ours = m.logprobs_at(x, y, mask)
+    full = m.logprobs(x, y)
+    assert ours.shape == (int(mask.sum()),)
+    assert torch.allclose(ours, full[mask], atol=1e-6)
+    g_ours = torch.autograd.grad(ours.sum(), m.lm_head.weight)[0]
+    g_full = torch.autograd.grad(full[mask].sum(), m.lm_head.weight)[0]
+    assert torch.allclose(g_ours, g_full, atol=1e-6)
+
+
 def test_model_overfits_one_batch():
     m = tiny().train()
     opt = M.configure_optimizer(m, 3e-3, weight_decay=0.0)

@@ -48,6 +48,9 @@ class TargetTable(torch.nn.Module):
     def logprobs(self, idx, targets):
         return self.table[targets]
 
+    def logprobs_at(self, idx, targets, mask):
+        return self.table[targets[mask]]
+
 
 def test_sft_loss_ignores_prompt_tokens():
     m = TargetTable(50)
