@@ -159,7 +159,7 @@ def default_attention_impl(device, short=False):
     """triton flash attention on CUDA when importable, torch's fused SDPA on CPU (same math, ~2x faster here
     at pretraining's T = 256). short=True: sequences of ~100 tokens or fewer (SFT's demonstrations), where
     the readable path is faster on CPU (its backward pass is plain matmuls; SDPA's CPU backward is not):
-    0.15 vs 0.20 s per SFT step measured here. USE_KERNELS = False turns the Triton kernels off here too."""
+    bench.py's row "train T48" measures it. USE_KERNELS = False turns the Triton kernels off here too."""
     if USE_KERNELS and str(device).startswith("cuda"):
         try:
             import kernels
