@@ -498,7 +498,10 @@ def reward_parts(rm, ids, resp_mask):
     B = ids.size(0)
     last = (resp_mask * torch.arange(resp_mask.size(1), device=ids.device)).argmax(1) + 1  # (B,) the final token
     head = rm.score(h[torch.arange(B, device=ids.device), last])  # (B,)
-    loglik = (token_logprobs(h[:, :-1], rm.lm_head.weight, ids[:, 1:]) * resp_mask).sum(1)  # (B,) log p_θ(y|x)
+    # log p_θ(y|x): the output head only at the response positions (as GPT.logprobs_at; prompts are most of a row)
+    on = resp_mask.bool()  # (B, T-1)
+    lp = token_logprobs(h[:, :-1][on], rm.lm_head.weight, ids[:, 1:][on])  # (N,) in row order
+    loglik = torch.zeros(B, device=ids.device, dtype=lp.dtype).index_add(0, on.nonzero()[:, 0], lp)  # (B,)
     return head, loglik
 
 

@@ -147,10 +147,14 @@ def build_sequences(enc, prompt_ids, responses, device):
     return ids, M.target_mask(ids.size(1), starts, lengths, device).float()  # (B, L), (B, L-1)
 
 
-def forward_policy(policy, ids, temperature):
-    """log π(ids[:, j+1] | ids[:, :j+1]) at temperature T: (B, L-1), and the hidden states for entropy."""
+def forward_policy(policy, ids, temperature, mask):
+    """log π(ids[:, j+1] | ids[:, :j+1]) at temperature T on the response positions (mask), 0 elsewhere: (B, L-1);
+    and the hidden states, for the entropy. The output head runs only where mask is set (as GPT.logprobs_at):
+    the prompt is about half of a row, and nothing downstream reads log π there."""
     h = policy(ids[:, :-1])  # (B, L-1, C)
-    return M.token_logprobs(h / temperature, policy.lm_head.weight, ids[:, 1:]), h
+    on = mask.bool()  # (B, L-1)
+    lp = M.token_logprobs(h[on] / temperature, policy.lm_head.weight, ids[:, 1:][on])  # (N,)
+    return torch.zeros(on.shape, device=ids.device, dtype=lp.dtype).masked_scatter(on, lp), h
 
 
 def per_token_rewards(logp, ref_logp, score, mask, kl_coef):
@@ -221,8 +225,8 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
     # the same autocast as ppo_update's forward passes, so that the ratio starts at exactly 1 (model.py, "mixed
     # precision": the body in bf16 where the hardware has it, log-probs and scores in fp32)
     with M.autocast(device):
-        logp, h = forward_policy(policy, ids, cfg.temperature)
-        ref_logp, _ = forward_policy(ref, ids, cfg.temperature)
+        logp, h = forward_policy(policy, ids, cfg.temperature, mask)
+        ref_logp, _ = forward_policy(ref, ids, cfg.temperature, mask)
         values = value.scores(ids[:, :-1]) * mask  # (B, L-1) V(state before each response token)
         # r_θ(x, y) (read at the last real token, the EOT, plus α·log p_θ(y|x)); EOS trick for responses that did not end
         score = M.reward_from_ids(rm, ids, mask)  # (B,)
@@ -233,8 +237,8 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
             reward = score - M.reward_from_ids(rm, *build_sequences(enc, prompt_ids, greedy, device))
     if cfg.eos_trick:
         reward = torch.where(ended, reward, torch.full_like(score, cfg.no_eos_score))
-    logits = policy.logits(h) / cfg.temperature  # (B, L-1, V), only for the entropy log
-    entropy = masked_mean(-(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1), mask)
+    logits = policy.logits(h[mask.bool()]) / cfg.temperature  # (N, V) at the response positions, for the entropy log
+    entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1).mean()
     return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, reward=reward,
                 ended=ended, responses=responses, entropy=entropy.item())
 
@@ -249,7 +253,7 @@ def ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx_batches, rng):
             i = order[s : s + cfg.minibatch]
             ids, mask = batch["ids"][i], batch["mask"][i]
             with M.autocast(ids.device):
-                logp, _ = forward_policy(policy, ids, cfg.temperature)
+                logp, _ = forward_policy(policy, ids, cfg.temperature, mask)
                 values = value.scores(ids[:, :-1])
             pg_loss, vf_loss, st = ppo_losses(logp, batch["logp"][i], adv[i], values, batch["values"][i],
                                               returns[i], mask, cfg.clip, cfg.vf_clip)

@@ -120,6 +120,20 @@ def test_logprobs_at_masked_positions_equal_the_full_computation():
     assert torch.allclose(g_ours, g_full, atol=1e-6)
 
 
+def test_reward_loglik_at_response_positions_equals_the_full_sum():
+    m = tiny(scalar_head=True)
+    ids = torch.randint(0, 61, (3, 12))
+    mask = torch.zeros(3, 11)
+    for b, (s, e) in enumerate([(2, 9), (5, 11), (0, 4)]):  # each row's response positions
+        mask[b, s:e] = 1.0
+    head, loglik = M.reward_parts(m, ids, mask)
+    full = (m.logprobs(ids[:, :-1], ids[:, 1:]) * mask).sum(1)  # (B,) every position, then masked
+    assert torch.allclose(loglik, full, atol=1e-5)
+    g = torch.autograd.grad(loglik.sum(), m.lm_head.weight)[0]
+    g_full = torch.autograd.grad(full.sum(), m.lm_head.weight)[0]
+    assert torch.allclose(g, g_full, atol=1e-5)
+
+
 def test_model_overfits_one_batch():
     m = tiny().train()
     opt = M.configure_optimizer(m, 3e-3, weight_decay=0.0)

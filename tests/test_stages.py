@@ -271,11 +271,26 @@ def test_ppo_ratio_is_one_before_first_update(enc, bf16, monkeypatch):
     batch = ppo.rollout(policy, ref, rm, value, enc, records, cfg, torch.Generator().manual_seed(0), "cpu")
     i = torch.tensor([2, 0])  # one minibatch, rows in shuffled order
     with torch.no_grad(), M.autocast("cpu"):
-        logp, _ = ppo.forward_policy(policy, batch["ids"][i], cfg.temperature)
+        logp, _ = ppo.forward_policy(policy, batch["ids"][i], cfg.temperature, batch["mask"][i])
     assert logp.dtype == torch.float32  # log-probs in fp32 even under bf16 autocast
     ratio = torch.exp(logp - batch["logp"][i]) * batch["mask"][i]
     assert torch.allclose(ratio, batch["mask"][i], atol=1e-5)
     assert torch.allclose(batch["logp"], batch["ref_logp"])  # policy == ref at the start: KL exactly 0
+
+
+def test_ppo_logprobs_on_response_positions_equal_the_full_computation(enc):
+    """forward_policy runs the output head on the response positions only: there it equals log π of every
+    position at the same temperature (values and gradients), elsewhere it is 0."""
+    policy = tiny(enc)
+    ids, mask = ppo.build_sequences(enc, [M.encode_prompt(enc, "What is 3 + 4?"), M.encode_prompt(enc, "Hi")],
+                                    [[11, 12, enc.eot_token], [13, 14, 15, 16, enc.eot_token]], "cpu")
+    logp, _ = ppo.forward_policy(policy, ids, 0.7, mask)
+    full = policy.logprobs(ids[:, :-1], ids[:, 1:], temperature=0.7)  # (B, L-1)
+    on = mask.bool()
+    assert torch.allclose(logp[on], full[on], atol=1e-5) and (logp[~on] == 0).all()
+    g = torch.autograd.grad(logp.sum(), policy.lm_head.weight)[0]
+    g_full = torch.autograd.grad((full * mask).sum(), policy.lm_head.weight)[0]
+    assert torch.allclose(g, g_full, atol=1e-5)
 
 
 def test_ppo_reward_is_rm_score_minus_that_of_sft_greedy_answer(enc):
