@@ -666,13 +666,15 @@ def set_seed(seed):
 
 
 # Mixed precision. The training forward passes (pretrain, SFT, RM training, PPO's rollout log-probs and updates)
-# run the transformer body's matmuls and attention in bf16 where the hardware does bf16 natively: CUDA, and CPUs
-# with AVX512-BF16 or AMX, where a bf16 matmul ran 2.0-2.7x faster than fp32 and a cpu-preset training step 1.2-1.3x
-# (bench.py). Weights, gradients, AdamW state, layer norms, the residual stream, the output head with its
-# log-softmax, and the scalar heads stay fp32 (full_precision below). Sampling and every evaluation run in fp32.
-# On a CPU without native bf16, autocast would be emulated and slower, so "auto" means fp32 there: the same seed
-# then gives the same numbers on one machine, not across machines of different kinds.
+# can run the transformer body's matmuls and attention in bf16. Weights, gradients, AdamW state, layer norms, the
+# residual stream, the output head with its log-softmax, and the scalar heads stay fp32 (full_precision below).
+# Sampling and every evaluation run in fp32. "auto" chooses bf16 only where it pays, and measures that: a CPU that
+# reports AVX512-BF16 does not promise fast bf16 matmuls. On two machines here, both reporting it, bench.py
+# measured a bf16 matmul at 2.0x fp32 (358 against 176 GFLOP/s; pretraining 8.3k against 6.4k tok/s) and at 0.44x
+# (116 against 265 GFLOP/s; pretraining 5.8k against 8.3k tok/s). The same seed gives the same numbers on one
+# machine in one precision, not across precisions: each stage prints the one it chose.
 BF16 = False
+_BF16_SPEEDUP = {}
 
 
 def native_bf16(device):
@@ -681,12 +683,43 @@ def native_bf16(device):
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def set_precision(name, device):
-    """name: "auto" (bf16 where native_bf16), "bf16" or "fp32"."""
+def bf16_speedup(device, n=1024, reps=4):
+    """How many times faster a bf16 (n x n) matmul runs than an fp32 one here (best of reps; ~0.1 s, once per
+    process). 0 where bf16 is not native (it would be emulated)."""
+    if not native_bf16(device):
+        return 0.0
+    key = str(device)
+    if key not in _BF16_SPEEDUP:
+        a = torch.randn(n, n, device=device)
+
+        def best(dtype):
+            x = a.to(dtype)
+            x @ x  # warm-up
+            times = []
+            for _ in range(reps):
+                if key.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                x @ x
+                if key.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        _BF16_SPEEDUP[key] = best(torch.float32) / best(torch.bfloat16)
+    return _BF16_SPEEDUP[key]
+
+
+def set_precision(name, device, min_speedup=1.3):
+    """name: "auto" (bf16 where its matmuls run >= min_speedup x fp32 here), "bf16" or "fp32". Prints the choice.
+    The margin keeps the choice stable from run to run: the two machines above sit far on either side of it."""
     global BF16
     if name == "bf16" and not native_bf16(device):
         die(f"--precision bf16 asked for, but this {device} has no native bf16 matmul: use --precision fp32")
-    BF16 = name == "bf16" or (name == "auto" and native_bf16(device))
+    speedup = bf16_speedup(device) if name == "auto" else None
+    BF16 = name == "bf16" or (name == "auto" and speedup >= min_speedup)
+    why = f" (auto: a bf16 matmul runs at {speedup:.2f}x fp32 here)" if speedup is not None else ""
+    print(f"precision: {'bf16 autocast' if BF16 else 'fp32'}{why}")
 
 
 def autocast(device):
@@ -796,7 +829,7 @@ def stage_args(description, training=True):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     if training:
         p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                       help="training forward passes in bf16 autocast (auto: where the hardware has native bf16)")
+                       help="training forward passes in bf16 autocast (auto: where bf16 matmuls measure >= 1.3x fp32)")
     return p
 
 

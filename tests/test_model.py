@@ -234,3 +234,23 @@ def test_precision_bf16_without_native_support_is_a_clear_error(monkeypatch):
         M.set_precision("bf16", "cpu")
     M.set_precision("auto", "cpu")
     assert M.BF16 is False
+
+
+def test_precision_auto_follows_the_measured_bf16_speedup(monkeypatch):
+    """A CPU can report native bf16 and still run it slower than fp32: auto picks bf16 only where it pays."""
+    monkeypatch.setattr(M, "native_bf16", lambda device: True)
+    for speedup, expected in [(2.0, True), (0.44, False), (1.1, False)]:
+        monkeypatch.setattr(M, "bf16_speedup", lambda device, s=speedup: s)
+        M.set_precision("auto", "cpu")
+        assert M.BF16 is expected
+    M.set_precision("fp32", "cpu")
+    assert M.BF16 is False
+    M.set_precision("bf16", "cpu")
+    assert M.BF16 is True
+
+
+def test_bf16_speedup_is_measured_and_zero_without_native_bf16(monkeypatch):
+    if M.native_bf16("cpu"):
+        assert M.bf16_speedup("cpu") > 0
+    monkeypatch.setattr(M, "native_bf16", lambda device: False)
+    assert M.bf16_speedup("cpu") == 0.0
