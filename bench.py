@@ -11,7 +11,8 @@ Rows:
   2. training tokens/s of the preset's model (forward + backward + AdamW, random tokens) and its MFU,
      FLOPs per token from model.flops_per_token (PaLM, appendix B); once with what the stage scripts use
      (sdpa attention + kernels.linear_logprob), once with the readable attention and log_softmax, and, on a
-     CPU with native bf16, once more with the body under bf16 autocast (what the stages then run);
+     CPU with native bf16, once more with the body under bf16 autocast (what the stages run where it measures
+     >= 1.3x fp32: model.auto_bf16);
   3. greedy generation, KV cache (model.generate) vs recomputing the whole sequence every step, same batch
      of prompts, same number of new tokens;
   4. peak memory of the log-prob of the chosen tokens, forward + backward: naive (logits = h @ Wᵀ,
@@ -128,7 +129,7 @@ def preset_config(preset, block_size=None):
 
 def bench_train(cfg, batch, steps, attn, use_kernels, bf16=False):
     """Training tokens/s at (batch, block_size): forward, loss -mean log π, backward, AdamW step; bf16: the
-    forward under model.autocast, as the stage scripts run it where the hardware has native bf16."""
+    forward under model.autocast, as the stage scripts run it where model.auto_bf16."""
     torch.manual_seed(0)
     M.BF16 = bf16
     model = M.GPT(cfg)
@@ -257,7 +258,7 @@ def main():
                      f"peak {peak / 1e9:.1f} GFLOP/s", f"MFU {u:.1%}"))
     rows.append(("train speedup: ours vs readable", f"{fast_tps:,.0f} tok/s", f"{slow_tps:,.0f} tok/s",
                  f"{fast_tps / slow_tps:.2f}x"))
-    if M.native_bf16("cpu"):  # what the stages run here (--precision auto): the body's matmuls in bf16
+    if M.native_bf16("cpu"):  # the body's matmuls in bf16 (what --precision auto runs where model.auto_bf16)
         bf16_tps, _ = bench_train(cfg, batch, steps, attn=M.default_attention_impl("cpu"), use_kernels=True, bf16=True)
         bf16_peak = M.measure_matmul_flops(dtype=torch.bfloat16)
         rows.append(("bf16 matmul peak (1024^3 matmuls, this run)", f"{bf16_peak / 1e9:.1f} GFLOP/s", "", ""))
@@ -266,7 +267,7 @@ def main():
         fig.update(bf16_matmul_gflops=bf16_peak / 1e9, train_tokens_per_s_bf16=bf16_tps)
     # 2b. Short sequences, shaped like an SFT batch (demonstrations average 43 tokens): which attention wins here
     # decides model.default_attention_impl(device, short=True)
-    scfg, sbatch, bf16 = preset_config(args.preset, block_size=48), (2 if args.quick else 32), M.native_bf16("cpu")
+    scfg, sbatch, bf16 = preset_config(args.preset, block_size=48), (2 if args.quick else 32), M.auto_bf16("cpu")
     short = {a: bench_train(scfg, sbatch, steps, attn=a, use_kernels=True, bf16=bf16)[0] for a in ("readable", "sdpa")}
     rows.append((f"train T48 (SFT-sized, B{sbatch}{', bf16' if bf16 else ''}): readable vs sdpa attention",
                  f"{short['readable']:,.0f} tok/s", f"{short['sdpa']:,.0f} tok/s",

@@ -710,14 +710,19 @@ def bf16_speedup(device, n=1024, reps=4):
     return _BF16_SPEEDUP[key]
 
 
-def set_precision(name, device, min_speedup=1.3):
-    """name: "auto" (bf16 where its matmuls run >= min_speedup x fp32 here), "bf16" or "fp32". Prints the choice.
-    The margin keeps the choice stable from run to run: the two machines above sit far on either side of it."""
+def auto_bf16(device, min_speedup=1.3):
+    """What --precision auto chooses: bf16 where its matmuls run >= min_speedup x fp32 here. The margin keeps the
+    choice stable from run to run: the two machines above sit far on either side of it."""
+    return bf16_speedup(device) >= min_speedup
+
+
+def set_precision(name, device):
+    """name: "auto" (auto_bf16), "bf16" or "fp32". Prints the choice."""
     global BF16
     if name == "bf16" and not native_bf16(device):
         die(f"--precision bf16 asked for, but this {device} has no native bf16 matmul: use --precision fp32")
     speedup = bf16_speedup(device) if name == "auto" else None
-    BF16 = name == "bf16" or (name == "auto" and speedup >= min_speedup)
+    BF16 = name == "bf16" or (name == "auto" and auto_bf16(device))
     why = f" (auto: a bf16 matmul runs at {speedup:.2f}x fp32 here)" if speedup is not None else ""
     print(f"precision: {'bf16 autocast' if BF16 else 'fp32'}{why}")
 

@@ -223,7 +223,7 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
     ended = torch.tensor([len(r) > 0 and r[-1] == enc.eot_token for r in responses], device=device)
     ids, mask = build_sequences(enc, prompt_ids, responses, device)
     # the same autocast as ppo_update's forward passes, so that the ratio starts at exactly 1 (model.py, "mixed
-    # precision": the body in bf16 where the hardware has it, log-probs and scores in fp32)
+    # precision": the body in bf16 where --precision chose it, log-probs and scores in fp32)
     with M.autocast(device):
         logp, h = forward_policy(policy, ids, cfg.temperature, mask)
         ref_logp, _ = forward_policy(ref, ids, cfg.temperature, mask)
