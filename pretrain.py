@@ -112,6 +112,9 @@ def main():
     p.add_argument("--max-iters", dest="max_iters", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--n-layer", dest="n_layer", type=int, help="model size (default: the preset's, model.py)")
+    p.add_argument("--n-head", dest="n_head", type=int)
+    p.add_argument("--n-embd", dest="n_embd", type=int)
     args = p.parse_args()
     cfg = M.override(PRESETS[args.preset], args)
     out = args.out or os.path.join("out", args.preset)
@@ -125,7 +128,9 @@ def main():
     ddir = M.data_dir(args.preset)
     train_tokens = load_tokens(os.path.join(ddir, "corpus.txt"), enc, args.preset)
     val_tokens = load_tokens(os.path.join(ddir, "corpus_heldout.txt"), enc, args.preset)
-    mcfg = M.GPTConfig(vocab_size=enc.n_vocab, dropout=cfg.dropout, **M.MODEL_PRESETS[args.preset])
+    # the preset's model size unless a flag changes it; later stages read the size from base.pt
+    size = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd") if getattr(args, k)}
+    mcfg = M.GPTConfig(vocab_size=enc.n_vocab, dropout=cfg.dropout, **{**M.MODEL_PRESETS[args.preset], **size})
     model = M.GPT(mcfg).to(device)
     T = mcfg.block_size
     print(f"corpus {len(train_tokens):,} tokens (held-out {len(val_tokens):,}), vocab {enc.n_vocab}, "

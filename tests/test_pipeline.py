@@ -171,3 +171,21 @@ def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, 
     history = json.load(open(os.path.join(out, "reward_metrics.json")))["history"]
     assert [h["round"] for h in history] == [1, 2]
     assert [r["round"] for r in json.load(open(os.path.join(out, "ppo_metrics.json")))["rounds"]] == [1, 2]
+
+
+def test_pretrain_size_flags_set_the_model_that_sft_continues(chain, tmp_path):
+    """`pretrain.py --n-layer/--n-embd` grows the model; base.pt keeps the size and SFT reads it from there."""
+    out = str(tmp_path)
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        run(pretrain, "--preset", "test", "--out", out, "--n-layer", "3", "--n-embd", "48", "--max-iters", "2")
+        run(sft, "--preset", "test", "--out", out, "--epochs", "1")
+    finally:
+        os.chdir(cwd)
+    enc = M.load_tokenizer("test")
+    default = M.MODEL_PRESETS["test"]
+    for f in ("base.pt", "sft.pt"):
+        m, _ = M.load_checkpoint(os.path.join(out, f), "", enc.tokenizer_id)
+        assert (m.cfg.n_layer, m.cfg.n_embd, m.cfg.n_head) == (3, 48, default["n_head"]), f
+        assert (m.cfg.n_layer, m.cfg.n_embd) != (default["n_layer"], default["n_embd"])
