@@ -343,8 +343,11 @@ def write_jsonl(path, recs):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def build(preset, seed, out_dir):
-    """Generate every file of the world into out_dir. Returns the summary dict."""
+def build(preset, seed, out_dir, nokb_extra=0):
+    """Generate every file of the world into out_dir. Returns the summary dict.
+
+    nokb_extra: that many more made-up names in no KB for the training prompts (SFT, RM, PPO, dev), drawn after
+    the tokenizer so that the corpus, tokenizer and eval prompts stay byte-identical (an experiment, README)."""
     t0 = time.time()
     cfg = PRESETS[preset]
     R = lambda name: random.Random(f"{seed}/{name}")  # one independent, reproducible stream per part
@@ -357,6 +360,8 @@ def build(preset, seed, out_dir):
     enc = bpe.encoding(ranks)
     t_bpe = time.time()
 
+    xrng = R("nokb-extra")
+    kb["nokb"] += [dict(name=n, kind=xrng.choice(list(KINDS)), split="train") for n in tasks.make_names(xrng, nokb_extra, names)]
     rng = R("prompts")
     w_eval, w_train = pools(kb, "eval"), pools(kb, "train")
     soft = set()
@@ -494,9 +499,11 @@ def main(argv=None):
     ap.add_argument("--preset", choices=list(PRESETS), default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="output directory (default data/<preset>)")
+    ap.add_argument("--nokb-extra", dest="nokb_extra", type=int, default=0,
+                    help="more made-up names in no KB for the training prompts (an experiment; corpus unchanged)")
     args = ap.parse_args(argv)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), args.preset)
-    summary, times = build(args.preset, args.seed, out)
+    summary, times = build(args.preset, args.seed, out, args.nokb_extra)
     print_summary(summary, times, out)
 
 

@@ -52,6 +52,22 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(w, tmp_p
         assert open(os.path.join(w["dir"], f), "rb").read() != open(tmp_path / "other" / f, "rb").read(), f
 
 
+def test_nokb_extra_adds_training_names_and_leaves_corpus_tokenizer_and_eval_alone(w, tmp_path):
+    """`world.py --nokb-extra N` (an experiment): more names in no KB among the training prompts, while the files a
+    trained base model and the evaluation depend on stay byte-identical, so base.pt and eval numbers carry over."""
+    d = str(tmp_path / "extra")
+    world.build("test", 0, d, nokb_extra=50)
+    for f in ["corpus.txt", "corpus_heldout.txt", "tokenizer.bpe", "eval_prompts.jsonl", "cloze.jsonl"]:
+        assert open(os.path.join(w["dir"], f), "rb").read() == open(os.path.join(d, f), "rb").read(), f
+    old = {e["name"] for e in w["kb"]["nokb"]}
+    kb = json.load(open(os.path.join(d, "kb.json")))
+    new = {e["name"] for e in kb["nokb"] if e["split"] == "train"} - old
+    assert len(new) == 50 and not new & {e["name"] for e in kb["entities"]}
+    train = [json.loads(x) for f in ("sft.jsonl", "rm_prompts.jsonl", "ppo_prompts.jsonl") for x in open(os.path.join(d, f))]
+    asked = {r["entity"] for r in train if r.get("tier") == "nokb"}
+    assert asked & new and all(not r["answerable"] for r in train if r.get("tier") == "nokb")
+
+
 def test_every_record_is_valid_and_ids_are_unique(w):
     recs = w["sft"] + w["rm"] + w["ppo"] + w["dev"] + w["eval"]
     for r in recs:
