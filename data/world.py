@@ -361,7 +361,8 @@ def build(preset, seed, out_dir, nokb_extra=0):
     t_bpe = time.time()
 
     xrng = R("nokb-extra")
-    kb["nokb"] += [dict(name=n, kind=xrng.choice(list(KINDS)), split="train") for n in tasks.make_names(xrng, nokb_extra, names)]
+    kb["nokb"] += [dict(name=n, kind=xrng.choice(list(KINDS)), split="train")
+                   for n in tasks.make_names(xrng, nokb_extra, set(names))]
     rng = R("prompts")
     w_eval, w_train = pools(kb, "eval"), pools(kb, "train")
     soft = set()
