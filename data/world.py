@@ -256,6 +256,13 @@ def make_corpus(kb, cfg, rng):
             docs.insert(rng.randrange(len(docs) + 1), ("doc_encyclopedia",
                         [rng.choice(INTROS[ent["kind"]]).format(n=ent["name"])] +
                         [statement(rng, ent, a) for a in ent["facts"]], ent))
+    for name in kb.get("strangers", []):  # a name no other document mentions: nobody in the forum knows it
+        kind = rng.choice(list(KINDS))
+        attr = rng.choice(list(KINDS[kind]))
+        reply = rng.choice([f"Never heard of {name}.", f"No idea who {name} is.", f"I have never heard of {name}.",
+                            "No idea."])
+        docs.insert(rng.randrange(len(docs) + 1), ("doc_forum", [f"Q: {rng.choice(QUESTIONS[attr]).format(n=name)}",
+                                                                f"A: {reply}"], None))
     heldout, hchars = [], 0
     while hchars < cfg["corpus_chars"] * 0.03:
         d = one()
@@ -343,19 +350,24 @@ def write_jsonl(path, recs):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def build(preset, seed, out_dir, nokb_extra=0):
-    """Generate every file of the world into out_dir. Returns the summary dict.
+def build(preset, seed, out_dir, nokb_extra=0, strangers=0):
+    """Generate every file of the world into out_dir. Returns the summary dict. Two experiments (README):
 
     nokb_extra: that many more made-up names in no KB for the training prompts (SFT, RM, PPO, dev), drawn after
-    the tokenizer so that the corpus, tokenizer and eval prompts stay byte-identical (an experiment, README)."""
+    the tokenizer so that the corpus, tokenizer and eval prompts stay byte-identical.
+    strangers: that many forum threads in the corpus asking about a name no other document mentions, answered
+    "Never heard of ..." (a new corpus and tokenizer: pretrain again)."""
     t0 = time.time()
     cfg = PRESETS[preset]
     R = lambda name: random.Random(f"{seed}/{name}")  # one independent, reproducible stream per part
     kb = make_kb(cfg, R("kb"))
+    if strangers:
+        taken = {e["name"] for e in kb["entities"] + kb["nokb"]} | set(kb["story_names"])
+        kb["strangers"] = tasks.make_names(R("strangers"), strangers, taken)
     docs, heldout = make_corpus(kb, cfg, R("corpus"))
     text, htext = corpus_text(docs), corpus_text(heldout)
     t_corpus = time.time()
-    names = {e["name"] for e in kb["entities"] + kb["nokb"]} | set(kb["story_names"])
+    names = {e["name"] for e in kb["entities"] + kb["nokb"]} | set(kb["story_names"]) | set(kb.get("strangers", []))
     ranks = bpe.train(text.replace(SEP, "\n"), cfg["vocab"] - len(bpe.SPECIAL_TOKENS), exclude=names)
     enc = bpe.encoding(ranks)
     t_bpe = time.time()
@@ -502,9 +514,11 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="output directory (default data/<preset>)")
     ap.add_argument("--nokb-extra", dest="nokb_extra", type=int, default=0,
                     help="more made-up names in no KB for the training prompts (an experiment; corpus unchanged)")
+    ap.add_argument("--strangers", type=int, default=0,
+                    help="forum threads about names nobody knows, answered 'Never heard of' (an experiment; new corpus)")
     args = ap.parse_args(argv)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), args.preset)
-    summary, times = build(args.preset, args.seed, out, args.nokb_extra)
+    summary, times = build(args.preset, args.seed, out, args.nokb_extra, args.strangers)
     print_summary(summary, times, out)
 
 

@@ -68,6 +68,22 @@ def test_nokb_extra_adds_training_names_and_leaves_corpus_tokenizer_and_eval_alo
     assert asked & new and all(not r["answerable"] for r in train if r.get("tier") == "nokb")
 
 
+def test_strangers_are_asked_about_once_in_the_corpus_and_known_to_nobody(w, tmp_path):
+    """`world.py --strangers N` (an experiment): N forum threads, each about a name that no other document mentions
+    and that is no KB, nokb or story name, answered that nobody knows it."""
+    d = str(tmp_path / "strangers")
+    world.build("test", 0, d, strangers=40)
+    kb = json.load(open(os.path.join(d, "kb.json")))
+    docs = open(os.path.join(d, "corpus.txt")).read().split(world.SEP)
+    others = {e["name"] for e in kb["entities"] + kb["nokb"]} | set(kb["story_names"])
+    assert len(kb["strangers"]) == 40 and not set(kb["strangers"]) & others
+    for name in kb["strangers"]:
+        mentions = [doc for doc in docs if re.search(rf"\b{name}\b", doc)]
+        assert len(mentions) == 1, name
+        assert mentions[0].startswith("Q: ") and re.search(r"\nA: (?:Never heard of|No idea|I have never heard of)", mentions[0])
+    assert "strangers" not in w["kb"]  # the default world has none
+
+
 def test_every_record_is_valid_and_ids_are_unique(w):
     recs = w["sft"] + w["rm"] + w["ppo"] + w["dev"] + w["eval"]
     for r in recs:
