@@ -363,13 +363,12 @@ def build(preset, seed, out_dir, nokb_extra=0, strangers=0):
     cfg = PRESETS[preset]
     R = lambda name: random.Random(f"{seed}/{name}")  # one independent, reproducible stream per part
     kb = make_kb(cfg, R("kb"))
-    if strangers:
-        taken = {e["name"] for e in kb["entities"] + kb["nokb"]} | set(kb["story_names"])
-        kb["strangers"] = tasks.make_names(R("strangers"), strangers, taken)
+    names = {e["name"] for e in kb["entities"] + kb["nokb"]} | set(kb["story_names"])
+    if strangers:  # make_names adds them to `names`, which the tokenizer below keeps unmerged too
+        kb["strangers"] = tasks.make_names(R("strangers"), strangers, names)
     docs, heldout = make_corpus(kb, cfg, R("corpus"))
     text, htext = corpus_text(docs), corpus_text(heldout)
     t_corpus = time.time()
-    names = {e["name"] for e in kb["entities"] + kb["nokb"]} | set(kb["story_names"]) | set(kb.get("strangers", []))
     ranks = bpe.train(text.replace(SEP, "\n"), cfg["vocab"] - len(bpe.SPECIAL_TOKENS), exclude=names)
     enc = bpe.encoding(ranks)
     t_bpe = time.time()
