@@ -335,14 +335,21 @@ def main():
     # SFT's competence as its most likely answers show it (greedy), per task family: the bar SFT must clear
     # before RL (an answerable prompt counts as correct when the task checker accepts the answer)
     outs = M.respond(sft, enc, [r["prompt"] for r in records], S["max_new_tokens"], temperature=0)
-    competence = {}
+    # (also split by phrasing: about a third of eval prompts use a held-out template, one no demonstration used)
+    competence, seen = {}, {}
     for r, o in zip(records, outs):
         if r["answerable"]:
             family = r["task"] if r["task"] != "open_qa" else f"open_qa/{r['tier']}"
-            competence.setdefault(family, []).append(gold(r, M.decode(enc, o))["correct"])
+            ok = gold(r, M.decode(enc, o))["correct"]
+            competence.setdefault(family, []).append(ok)
+            seen.setdefault(family, {False: [], True: []})[r["heldout_template"]].append(ok)
     res["sft"]["competence_greedy"] = {f: rate(v) for f, v in sorted(competence.items())}
+    res["sft"]["competence_greedy_by_template"] = {f: {"seen": rate(v[False]), "heldout": rate(v[True])}
+                                                   for f, v in sorted(seen.items())}
     print("SFT competence (greedy, answerable prompts): " +
           ", ".join(f"{f} {v:.2f}" for f, v in res["sft"]["competence_greedy"].items()))
+    print("  seen / held-out templates: " + ", ".join(
+        f"{f} {v['seen']:.2f}/{v['heldout']:.2f}" for f, v in res["sft"]["competence_greedy_by_template"].items()))
 
     bon_points = []
     if rm is not None:  # best-of-n from SFT, re-ranked by the RM, on a subset of the prompts
