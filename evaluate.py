@@ -1,7 +1,7 @@
 """
 Evaluation: the paper's findings (§4), reproduced in miniature, judged by the simulated labelers.
 
-    python evaluate.py --preset cpu                    # ~2-3 min on 2 CPU cores
+    python evaluate.py --preset cpu                    # 1-3 min on 2 CPU cores
     python evaluate.py --preset cpu --out out/cpu      # any output dir holding the checkpoints
 
 Reads  out/<preset>/{base,sft,ppo,ppo_ptx,rm}.pt (whichever exist), ppo*_log.jsonl, reward_metrics.json,

@@ -8,7 +8,7 @@ Paper §3.5 "Reinforcement learning (RL)", eq. (2):
 β = kl_coef (paper 0.02), γ = ptx_coef (0 for "PPO", > 0 for "PPO-ptx"). The policy starts from SFT, the value
 model from the RM; the reference π^SFT (`ref`) and the RM (`rm`) are frozen.
 
-    python ppo.py --preset cpu                       # PPO, ~5 min on 2 CPU cores -> ppo.pt
+    python ppo.py --preset cpu                       # PPO, 2-5 min on 2 CPU cores -> ppo.pt
     python ppo.py --preset cpu --ptx                 # PPO-ptx (ptx_coef from the preset) -> ppo_ptx.pt
     python ppo.py --preset cpu --kl-coef 0 --lr 1e-4 --out out/cpu-nokl   # the over-optimisation exercise
     python ppo.py --preset cpu --rounds 2            # iterated RLHF: after each PPO round, reward.py collects

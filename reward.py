@@ -10,7 +10,7 @@ response goes through the RM once (faster, and it does not overfit as pairs shuf
 "Finally, since the RM loss is invariant to shifts in reward, we normalize the reward model using a bias so
 that the labeler demonstrations achieve a mean score of 0 before doing RL."
 
-    python reward.py --preset cpu                                  # ~3-5 min on 2 CPU cores
+    python reward.py --preset cpu                                  # 3-8 min on 2 CPU cores
     python reward.py --preset cpu --policy ppo.pt --round 2        # iterated RLHF: new comparisons from the PPO
                                                                    # policy, RM training continues on old + new
 

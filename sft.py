@@ -5,7 +5,7 @@ Paper §3.5 "Supervised fine-tuning (SFT)": "We fine-tune GPT-3 on our labeler d
 learning. We trained for 16 epochs, using a cosine learning rate decay, and residual dropout of 0.2. We do our
 final SFT model selection based on the RM score on the validation set."
 
-    python sft.py --preset cpu                 # ~3.5-4 min on 2 CPU cores
+    python sft.py --preset cpu                 # 2-5 min on 2 CPU cores, by the CPU
     python sft.py --preset test
 
 Reads  out/<preset>/base.pt, data/<preset>/sft.jsonl, dev_prompts.jsonl, eval_prompts.jsonl (samples only)
@@ -18,8 +18,8 @@ write prompts.
 
 Deviations from the paper:
   1. Scale: a ~2M-parameter base model and ~3.8k demonstrations (paper: 175B, ~13k), 10 epochs (paper: 16),
-     so that SFT fits in ~4 minutes on a CPU (221-231 s measured here, 310 s in bf16 on a CPU whose bf16 is
-     slow; the goal was 3). Residual dropout 0.1 (paper 0.2). Measured at cpu (greedy, eval prompts, the
+     so that SFT fits in 2-5 minutes on a CPU (137 s with fast bf16, 221-237 s in fp32 on other machines, 310 s
+     in bf16 on a CPU whose bf16 is slow; the goal was 3). Residual dropout 0.1 (paper 0.2). Measured at cpu (greedy, eval prompts, the
      earlier chat format): 6 epochs left
      summarisation at 15% and extraction at 79%; 10 epochs, 90% and 85%, at the cost of more of the corpus
      forgotten (held-out LM loss 3.96 -> 4.78 nats/token), the alignment tax of SFT. Dev gold still rises
