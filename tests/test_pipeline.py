@@ -70,6 +70,16 @@ def test_eval_json_has_every_key_for_every_model(chain):
     assert 0 < ev["labeler_agreement"] < 1 and 0 < ev["rm_accuracy"] < 1
     assert ev["models"]["sft"]["win_rate_vs_sft"] == 0.5 and ev["models"]["sft"]["kl_vs_sft"] == 0.0
     assert ev["models"]["bo16"]["kl_vs_sft"] == pytest.approx(evaluate.bon_kl(16))
+    # SFT's greedy competence, per family and split by phrasing: the split's two halves average to the whole
+    comp, split = ev["models"]["sft"]["competence_greedy"], ev["models"]["sft"]["competence_greedy_by_template"]
+    assert comp and set(split) == set(comp)
+    recs = M.read_jsonl(os.path.join(M.data_dir("test"), "eval_prompts.jsonl"), "test")
+    recs = [r for r in recs[: evaluate.SETTINGS["test"]["max_prompts"]] if r["answerable"]]
+    for family, v in comp.items():
+        fam = [r for r in recs if (r["task"] if r["task"] != "open_qa" else f"open_qa/{r['tier']}") == family]
+        n_held = sum(r["heldout_template"] for r in fam)
+        parts = [(len(fam) - n_held, split[family]["seen"]), (n_held, split[family]["heldout"])]
+        assert v == pytest.approx(sum(n * x for n, x in parts if n) / len(fam)), family
 
 
 def test_comparisons_hold_rankings_of_4_to_9_responses(chain):
