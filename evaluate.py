@@ -336,16 +336,15 @@ def main():
     # before RL (an answerable prompt counts as correct when the task checker accepts the answer)
     outs = M.respond(sft, enc, [r["prompt"] for r in records], S["max_new_tokens"], temperature=0)
     # (also split by phrasing: about a third of eval prompts use a held-out template, one no demonstration used)
-    competence, seen = {}, {}
+    competence = {}  # family -> {held-out template?: [correct?]}
     for r, o in zip(records, outs):
         if r["answerable"]:
             family = r["task"] if r["task"] != "open_qa" else f"open_qa/{r['tier']}"
-            ok = gold(r, M.decode(enc, o))["correct"]
-            competence.setdefault(family, []).append(ok)
-            seen.setdefault(family, {False: [], True: []})[r["heldout_template"]].append(ok)
-    res["sft"]["competence_greedy"] = {f: rate(v) for f, v in sorted(competence.items())}
+            by_template = competence.setdefault(family, {False: [], True: []})
+            by_template[r["heldout_template"]].append(gold(r, M.decode(enc, o))["correct"])
+    res["sft"]["competence_greedy"] = {f: rate(v[False] + v[True]) for f, v in sorted(competence.items())}
     res["sft"]["competence_greedy_by_template"] = {f: {"seen": rate(v[False]), "heldout": rate(v[True])}
-                                                   for f, v in sorted(seen.items())}
+                                                   for f, v in sorted(competence.items())}
     print("SFT competence (greedy, answerable prompts): " +
           ", ".join(f"{f} {v:.2f}" for f, v in res["sft"]["competence_greedy"].items()))
     print("  seen / held-out templates: " + ", ".join(

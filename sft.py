@@ -19,11 +19,11 @@ write prompts.
 Deviations from the paper:
   1. Scale: a ~2M-parameter base model and ~3.8k demonstrations (paper: 175B, ~13k), 10 epochs (paper: 16),
      so that SFT fits in 2-5 minutes on a CPU (137 s with fast bf16, 221-237 s in fp32 on other machines, 310 s
-     in bf16 on a CPU whose bf16 is slow; the goal was 3). Residual dropout 0.1 (paper 0.2). Measured at cpu (greedy, eval prompts, the
-     earlier chat format): 6 epochs left
-     summarisation at 15% and extraction at 79%; 10 epochs, 90% and 85%, at the cost of more of the corpus
-     forgotten (held-out LM loss 3.96 -> 4.78 nats/token), the alignment tax of SFT. Dev gold still rises
-     at the last epoch (+0.655 at epoch 7 -> +0.785 at epoch 10).
+     in bf16 on a CPU whose bf16 is slow; the goal was 3). Residual dropout 0.1 (paper 0.2). Measured at cpu
+     (greedy, eval prompts, the earlier chat format): 6 epochs left summarisation at 15% and extraction at 79%;
+     10 epochs, 90% and 85%, at the cost of more of the corpus forgotten (held-out LM loss 3.96 -> 4.78
+     nats/token), the alignment tax of SFT. Dev gold still rises at the last epoch (+0.655 at epoch 7 -> +0.785
+     at epoch 10).
   2. Checkpoint selection: the paper picks the epoch with the best RM score on a validation set, but our RM is
      trained on samples of this very SFT model, so it does not exist yet. We keep the epoch whose greedy
      answers on the small dev set score best with the simulated labelers (as the paper's labelers judged
