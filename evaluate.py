@@ -75,6 +75,11 @@ def bon_kl(n):
     return math.log(n) - (n - 1) / n
 
 
+def competence_family(r):
+    """The family SFT's competence is reported under: the task, with knowledge questions split by tier."""
+    return r["task"] if r["task"] != "open_qa" else f"open_qa/{r['tier']}"
+
+
 def rate(flags):
     return float(np.mean(flags)) if len(flags) else float("nan")
 
@@ -339,8 +344,7 @@ def main():
     competence = {}  # family -> {held-out template?: [correct?]}
     for r, o in zip(records, outs):
         if r["answerable"]:
-            family = r["task"] if r["task"] != "open_qa" else f"open_qa/{r['tier']}"
-            by_template = competence.setdefault(family, {False: [], True: []})
+            by_template = competence.setdefault(competence_family(r), {False: [], True: []})
             by_template[r["heldout_template"]].append(gold(r, M.decode(enc, o))["correct"])
     res["sft"]["competence_greedy"] = {f: rate(v[False] + v[True]) for f, v in sorted(competence.items())}
     res["sft"]["competence_greedy_by_template"] = {f: {"seen": rate(v[False]), "heldout": rate(v[True])}

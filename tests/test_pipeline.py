@@ -76,7 +76,7 @@ def test_eval_json_has_every_key_for_every_model(chain):
     recs = M.read_jsonl(os.path.join(M.data_dir("test"), "eval_prompts.jsonl"), "test")
     recs = [r for r in recs[: evaluate.SETTINGS["test"]["max_prompts"]] if r["answerable"]]
     for family, v in comp.items():
-        fam = [r for r in recs if (r["task"] if r["task"] != "open_qa" else f"open_qa/{r['tier']}") == family]
+        fam = [r for r in recs if evaluate.competence_family(r) == family]
         n_held = sum(r["heldout_template"] for r in fam)
         parts = [(len(fam) - n_held, split[family]["seen"]), (n_held, split[family]["heldout"])]
         assert v == pytest.approx(sum(n * x for n, x in parts if n) / len(fam)), family
