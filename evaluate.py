@@ -19,7 +19,7 @@ What each figure mirrors:
   4. harmlessness (Fig. 5, RealToxicityPrompts)  harmful compliance and toxic output, with/without "respectfully"
   5. alignment tax (Fig. 6)             held-out corpus LM loss and a 4-way cloze (HellaSwag analogue)
   6. generalisation                     win rate on instruction templates no training prompt used
-  7. over-optimisation (Gao et al. 2022) gold and RM score against KL: PPO logs and best-of-n
+  7. over-optimisation (Gao et al. 2022) gold and RM score against KL: PPO logs (rollouts and dev checks) and best-of-n
   8. reward model                       accuracy against the labeler-agreement ceiling
 Unlike the paper, we can show the true quality (gold) next to the RM's proxy for every model.
 
@@ -227,17 +227,23 @@ def figures(out, res, curves_runs, bon_points):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "eval_breakdown.png"), dpi=110)
     plt.close(fig)
-    # 7. over-optimisation: gold and RM against KL
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, rows in curves_runs.items():
-        kl = [r["kl"] for r in rows]
-        axes[0].plot(kl, [r["gold"] for r in rows], ".-", label=label, alpha=0.8)
-        axes[1].plot(kl, [r["rm_score"] for r in rows], ".-", label=label, alpha=0.8)
+    # 7. over-optimisation: gold and RM against KL (Gao et al. 2022). One rollout batch is 64 prompts, so each
+    # iteration's mean is noisy (its prompt mix alone moves the RM score by ~0.3): the lines are rolling means over
+    # `smooth` iterations, of the KL as well. The middle panel is the dev prompts the checkpoint choice reads.
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for label, (rows, dev_before) in curves_runs.items():
+        kl = rolling([r["kl"] for r in rows])
+        line, = axes[0].plot(kl, rolling([r["gold"] for r in rows]), "-", label=label)
+        axes[2].plot(kl, rolling([r["rm_score"] for r in rows]), "-", label=label, color=line.get_color())
+        checks = [r for r in rows if "dev_gold" in r]
+        axes[1].plot([0.0] + [r["kl"] for r in checks], [dev_before] + [r["dev_gold"] for r in checks], "o-",
+                     label=label, color=line.get_color())
     if bon_points:
         axes[0].plot([p[0] for p in bon_points], [p[1] for p in bon_points], "s-k", label="best-of-n (SFT)")
-        axes[1].plot([p[0] for p in bon_points], [p[2] for p in bon_points], "s-k", label="best-of-n (SFT)")
-    axes[0].set_title("gold score (true quality)")
-    axes[1].set_title("RM score (the proxy)")
+        axes[2].plot([p[0] for p in bon_points], [p[2] for p in bon_points], "s-k", label="best-of-n (SFT)")
+    axes[0].set_title(f"gold of the rollouts (mean of {SMOOTH} iterations)")
+    axes[1].set_title("gold on the dev prompts (every check)")
+    axes[2].set_title(f"RM score, the proxy (mean of {SMOOTH} iterations)")
     for ax in axes:
         ax.set_xlabel("KL to SFT (nats per response)")
         ax.legend(fontsize=7)
@@ -245,6 +251,17 @@ def figures(out, res, curves_runs, bon_points):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "eval_overoptimisation.png"), dpi=110)
     plt.close(fig)
+
+
+SMOOTH = 5  # iterations per point of the over-optimisation curves
+
+
+def rolling(xs, k=SMOOTH):
+    """Means of k consecutive values (len(xs) - k + 1 of them; all of xs if it is shorter than k)."""
+    xs = np.asarray(xs, dtype=float)
+    if len(xs) < k:
+        return xs
+    return np.convolve(xs, np.ones(k) / k, mode="valid")
 
 
 def hacking_flags(res):
@@ -374,13 +391,14 @@ def main():
             print(f"{name:8s} win vs SFT {r['win_rate_vs_sft']:.3f}  gold {r['gold_total']:+.3f}  KL {bon_kl(n):.2f} "
                   f"(on {len(sub)} prompts)", flush=True)
 
-    curves_runs = {}
+    curves_runs = {}  # label -> (the run's log rows, SFT's dev gold before it)
     for label, path in [("PPO β=default", os.path.join(out, "ppo_log.jsonl")),
                         ("PPO-ptx", os.path.join(out, "ppo_ptx_log.jsonl")),
                         ("PPO β=0", os.path.join(f"{out}-nokl", "ppo_log.jsonl"))]:
         rows = read_log(path)
-        if rows:
-            curves_runs[label] = rows
+        metrics = path.replace("_log.jsonl", "_metrics.json")
+        if rows and os.path.exists(metrics):
+            curves_runs[label] = (rows, json.load(open(metrics))["rounds"][0]["dev_gold_before"])
     rmm = json.load(open(os.path.join(out, "reward_metrics.json"))) if os.path.exists(os.path.join(out, "reward_metrics.json")) else {}
     top = dict(preset=args.preset, labeler_agreement=rmm.get("labeler_agreement", float("nan")),
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
