@@ -57,7 +57,9 @@ Deviations from the paper:
      the SFT model of a 1,000-step base: α = 0.1 gave 69.4% held-out accuracy vs labels and right > wrong fact
      0.97; α learned from 0, 66.5% and 0.90. On the 4,000-step base α = 0.3 beat 0.1 (73.6% vs 72.3%, and with
      PPO at β = 0.1 a gold win rate over SFT of 52.4% vs 50.7%, mean of three seeds; README), so 0.3 is the
-     default. `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
+     default. Over a policy's own samples the second part averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM
+     pays α per nat it moves from the RM's language model (which starts as SFT), on top of its own β.
+     `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
 """
 
 import copy
