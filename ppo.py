@@ -462,7 +462,7 @@ def plot(out, name):
     x = list(range(len(rows)))
     curves = {k: (x, [r[k] for r in rows]) for k in ("rm_score", "reward", "gold", "kl", "entropy")}
     dev = [(i, r["dev_gold"]) for i, r in enumerate(rows) if "dev_gold" in r]
-    curves["dev gold (greedy)"] = ([i for i, _ in dev], [v for _, v in dev])
+    curves["dev gold (sampled)"] = ([i for i, _ in dev], [v for _, v in dev])
     M.plot_curves(os.path.join(out, f"{name}_curves.png"), curves, f"{name}: RM score, gold, KL per iteration",
                   xlabel="iteration")
 
