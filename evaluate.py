@@ -235,8 +235,9 @@ def figures(out, res, curves_runs, bon_points):
         kl = rolling([r["kl"] for r in rows])
         line, = axes[0].plot(kl, rolling([r["gold"] for r in rows]), "-", label=label)
         axes[2].plot(kl, rolling([r["rm_score"] for r in rows]), "-", label=label, color=line.get_color())
-        checks = [r for r in rows if "dev_gold" in r]
-        axes[1].plot([0.0] + [r["kl"] for r in checks], [dev_before] + [r["dev_gold"] for r in checks], "o-",
+        checks = [i for i, r in enumerate(rows) if "dev_gold" in r]  # at each, the KL of the last SMOOTH iterations
+        trailing_kl = [np.mean([r["kl"] for r in rows[max(0, i - SMOOTH + 1): i + 1]]) for i in checks]
+        axes[1].plot([0.0] + trailing_kl, [dev_before] + [rows[i]["dev_gold"] for i in checks], "o-",
                      label=label, color=line.get_color())
     if bon_points:
         axes[0].plot([p[0] for p in bon_points], [p[1] for p in bon_points], "s-k", label="best-of-n (SFT)")

@@ -10,7 +10,7 @@ model from the RM; the reference π^SFT (`ref`) and the RM (`rm`) are frozen.
 
     python ppo.py --preset cpu                       # PPO, 2-5 min on 2 CPU cores -> ppo.pt
     python ppo.py --preset cpu --ptx                 # PPO-ptx (ptx_coef from the preset) -> ppo_ptx.pt
-    python ppo.py --preset cpu --kl-coef 0 --lr 1e-4 --out out/cpu-nokl   # the over-optimisation exercise
+    python ppo.py --preset cpu --kl-coef 0 --iterations 50 --out out/cpu-nokl   # the over-optimisation exercise
     python ppo.py --preset cpu --rounds 2            # iterated RLHF: after each PPO round, reward.py collects
                                                      # comparisons from the policy PPO ended with and retrains
                                                      # the RM; the next round's PPO starts again from SFT
