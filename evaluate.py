@@ -229,7 +229,7 @@ def figures(out, res, curves_runs, bon_points):
     plt.close(fig)
     # 7. over-optimisation: gold and RM against KL (Gao et al. 2022). One rollout batch is 64 prompts, so each
     # iteration's mean is noisy (its prompt mix alone moves the RM score by ~0.3): the lines are rolling means over
-    # `smooth` iterations, of the KL as well. The middle panel is the dev prompts the checkpoint choice reads.
+    # SMOOTH iterations, of the KL as well. The middle panel is the dev prompts the checkpoint choice reads.
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for label, (rows, dev_before) in curves_runs.items():
         kl = rolling([r["kl"] for r in rows])
