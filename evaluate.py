@@ -228,16 +228,15 @@ def figures(out, res, curves_runs, bon_points):
     fig.savefig(os.path.join(out, "eval_breakdown.png"), dpi=110)
     plt.close(fig)
     # 7. over-optimisation: gold and RM against KL (Gao et al. 2022). One rollout batch is 64 prompts, so each
-    # iteration's mean is noisy (its prompt mix alone moves the RM score by ~0.3): the lines are rolling means over
-    # SMOOTH iterations, of the KL as well. The middle panel is the dev prompts the checkpoint choice reads.
+    # iteration's mean is noisy (its prompt mix alone moves the RM score by ~0.3): every point is the mean of the
+    # last SMOOTH iterations, of the KL as well. The middle panel is the dev prompts the checkpoint choice reads.
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for label, (rows, dev_before) in curves_runs.items():
-        kl = rolling([r["kl"] for r in rows])
-        line, = axes[0].plot(kl, rolling([r["gold"] for r in rows]), "-", label=label)
-        axes[2].plot(kl, rolling([r["rm_score"] for r in rows]), "-", label=label, color=line.get_color())
-        checks = [i for i, r in enumerate(rows) if "dev_gold" in r]  # at each, the KL of the last SMOOTH iterations
-        trailing_kl = [np.mean([r["kl"] for r in rows[max(0, i - SMOOTH + 1): i + 1]]) for i in checks]
-        axes[1].plot([0.0] + trailing_kl, [dev_before] + [rows[i]["dev_gold"] for i in checks], "o-",
+        kl = trailing_mean([r["kl"] for r in rows])
+        line, = axes[0].plot(kl, trailing_mean([r["gold"] for r in rows]), "-", label=label)
+        axes[2].plot(kl, trailing_mean([r["rm_score"] for r in rows]), "-", label=label, color=line.get_color())
+        checks = [i for i, r in enumerate(rows) if "dev_gold" in r]
+        axes[1].plot([0.0] + [kl[i] for i in checks], [dev_before] + [rows[i]["dev_gold"] for i in checks], "o-",
                      label=label, color=line.get_color())
     if bon_points:
         axes[0].plot([p[0] for p in bon_points], [p[1] for p in bon_points], "s-k", label="best-of-n (SFT)")
@@ -257,12 +256,9 @@ def figures(out, res, curves_runs, bon_points):
 SMOOTH = 5  # iterations per point of the over-optimisation curves
 
 
-def rolling(xs, k=SMOOTH):
-    """Means of k consecutive values (len(xs) - k + 1 of them; all of xs if it is shorter than k)."""
-    xs = np.asarray(xs, dtype=float)
-    if len(xs) < k:
-        return xs
-    return np.convolve(xs, np.ones(k) / k, mode="valid")
+def trailing_mean(xs, k=SMOOTH):
+    """Element i is the mean of xs[i - k + 1 .. i] (of fewer at the start): one point per iteration."""
+    return np.array([np.mean(xs[max(0, i - k + 1): i + 1]) for i in range(len(xs))])
 
 
 def hacking_flags(res):

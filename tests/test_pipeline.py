@@ -82,10 +82,10 @@ def test_eval_json_has_every_key_for_every_model(chain):
         assert v == pytest.approx(sum(n * x for n, x in parts if n) / len(fam)), family
 
 
-def test_over_optimisation_curves_are_rolling_means():
-    assert list(evaluate.rolling([1, 2, 3, 4, 5, 6], k=5)) == [3.0, 4.0]
-    assert list(evaluate.rolling([1, 3, 2], k=2)) == [2.0, 2.5]
-    assert list(evaluate.rolling([1.0, 2.0], k=5)) == [1.0, 2.0]  # a run shorter than the window is drawn as is
+def test_over_optimisation_curves_are_trailing_means():
+    assert list(evaluate.trailing_mean([1, 2, 3, 4, 5, 6], k=5)) == [1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
+    assert list(evaluate.trailing_mean([1, 3, 2], k=2)) == [1.0, 2.0, 2.5]
+    assert list(evaluate.trailing_mean([], k=5)) == []
 
 
 def test_comparisons_hold_rankings_of_4_to_9_responses(chain):
