@@ -55,9 +55,9 @@ Deviations from the paper:
      knowledge out. α is fixed rather than learned: learned by eq. (1) it stayed at 0.02-0.04 (the head fits
      the training comparisons instead), while on held-out comparisons 0.05-0.2 did better. Measured at cpu on
      the SFT model of a 1,000-step base: α = 0.1 gave 69.4% held-out accuracy vs labels and right > wrong fact
-     0.97; α learned from 0, 66.5% and 0.90. On the 4,000-step base α = 0.3 beat 0.1 (73.6% vs 72.3%, and with
-     PPO at β = 0.1 a gold win rate over SFT of 52.4% vs 50.7%, mean of three seeds; README), so 0.3 is the
-     default. Over a policy's own samples the second part averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM
+     0.97; α learned from 0, 66.5% and 0.90. On the 4,000-step base α = 0.3 beat 0.1 (73.6% vs 72.3%), and PPO
+     on it with β = 0.1 won 52.4% against SFT (mean of three seeds) where α = 0.1 with β = 0.02 won 50.7% (README),
+     so 0.3 is the default. Over a policy's own samples the second part averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM
      pays α per nat it moves from the RM's language model (which starts as SFT), on top of its own β.
      `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
 """
