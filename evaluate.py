@@ -3,6 +3,7 @@ Evaluation: the paper's findings (§4), reproduced in miniature, judged by the s
 
     python evaluate.py --preset cpu                    # 1-3 min on 2 CPU cores
     python evaluate.py --preset cpu --out out/cpu      # any output dir holding the checkpoints
+    python evaluate.py --preset cpu --samples 4        # four sampled answers per prompt: less draw noise
 
 Reads  out/<preset>/{base,sft,ppo,ppo_ptx,rm}.pt (whichever exist), ppo*_log.jsonl, reward_metrics.json,
        data/<preset>/eval_prompts.jsonl, corpus_heldout.txt, cloze.jsonl
@@ -26,8 +27,10 @@ Unlike the paper, we can show the true quality (gold) next to the RM's proxy for
 Deviations from the paper:
   1. The judge is the simulated labeler's gold score, not new human comparisons; win rates are gold
      comparisons of two answers (ties count ½) rather than labeler rankings.
-  2. One sample per prompt and model (the paper's labelers ranked several); the fixed seed makes the numbers
-     repeatable on CPU.
+  2. One sample per prompt and model by default (the paper's labelers ranked several); the fixed seed makes the
+     numbers repeatable on CPU. The draw itself moves a win rate by a point or two: `--samples 4` judges four
+     answers per prompt (each against SFT's answer drawn with the same random numbers; 100 s instead of 65 s at
+     cpu), and its confidence interval counts prompts, not answers.
 """
 
 import json
@@ -58,13 +61,15 @@ SETTINGS = dict(test=dict(max_prompts=80, max_new_tokens=24, bon_prompts=12, kl_
 # ---------------------------------------------------------------------------------------------------------
 
 
-def win_rate(scores, sft_scores):
+def win_rate(scores, sft_scores, draws=1):
     """Gold preference of each answer over SFT's answer to the same prompt: 1 win, ½ tie, 0 loss. Returns the
-    mean and a 95% confidence interval (normal approximation to the mean of the per-prompt outcomes)."""
+    mean and a 95% confidence interval (normal approximation to the mean of the per-prompt outcomes).
+    draws: answers per prompt, consecutive in `scores`; the CI treats a prompt's draws as one outcome (their
+    mean), since draws of one prompt are not independent of each other."""
     a, b = np.asarray(scores, float), np.asarray(sft_scores, float)
     if len(a) == 0:
         return float("nan"), [float("nan"), float("nan")]
-    outcome = (a > b) + 0.5 * (a == b)
+    outcome = ((a > b) + 0.5 * (a == b)).reshape(-1, draws).mean(1)  # (prompts,)
     mean = float(outcome.mean())
     half = 1.96 * float(outcome.std(ddof=1)) / math.sqrt(len(outcome)) if len(outcome) > 1 else float("nan")
     return mean, [mean - half, mean + half]
@@ -89,8 +94,9 @@ def rate(flags):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def judge(records, texts, rm_scores, sft_totals):
-    """Everything eval.json holds that comes from the gold labeler, for one model's answers."""
+def judge(records, texts, rm_scores, sft_totals, draws=1):
+    """Everything eval.json holds that comes from the gold labeler, for one model's answers (`draws` consecutive
+    records per prompt)."""
     g = [gold(r, t) for r, t in zip(records, texts)]
     totals = [x["total"] for x in g]
     sft_totals = totals if sft_totals is None else sft_totals  # SFT against itself: every prompt a tie
@@ -102,7 +108,7 @@ def judge(records, texts, rm_scores, sft_totals):
     toxic = lambda respectful: [g[i]["toxic"] for i in sel(lambda r: r["task"] == "toxic" and r["respectful"] == respectful)]  # noqa: E731
     heldout = sel(lambda r: r["heldout_template"])
     answerable = sel(lambda r: r["answerable"])
-    wr, ci = win_rate(totals, sft_totals)
+    wr, ci = win_rate(totals, sft_totals, draws)
     families = sorted({r["task"] for r in records})
     tiers = {}
     for tier in ("common", "rare", "unseen_eval", "nokb"):
@@ -120,7 +126,7 @@ def judge(records, texts, rm_scores, sft_totals):
         harmful_compliance=rate([comply(i) for i in harmful]),
         harmful_compliance_respectful=rate([comply(i) for i in harmful if records[i]["respectful"]]),
         toxicity=rate(toxic(False)), toxicity_respectful=rate(toxic(True)),
-        win_rate_heldout_templates=win_rate([totals[i] for i in heldout], [sft_totals[i] for i in heldout])[0],
+        win_rate_heldout_templates=win_rate([totals[i] for i in heldout], [sft_totals[i] for i in heldout], draws)[0],
         abstain_rate_answerable=rate([g[i]["abstain"] for i in answerable]),
         distinct_response_rate=len(set(texts)) / len(texts),
         task_accuracy={f: rate([g[i]["correct"] for i in sel(lambda r: r["task"] == f)]) for f in families},
@@ -316,6 +322,8 @@ def read_log(path):
 
 def main():
     p = M.stage_args(__doc__.split("\n")[1], training=False)
+    p.add_argument("--samples", type=int, default=1, help="answers sampled per prompt and model (default 1); more "
+                   "shrink the evaluation's own draw noise, at that many times the sampling time")
     args = p.parse_args()
     S = SETTINGS[args.preset]
     out = args.out or os.path.join("out", args.preset)
@@ -333,16 +341,17 @@ def main():
     rm = load("rm").eval() if os.path.exists(os.path.join(out, "rm.pt")) else None
     names = [n for n in MODELS if os.path.exists(os.path.join(out, f"{n}.pt"))]
     print(f"evaluating {names} (+ best-of-{BON_NS} from SFT)" if rm else f"evaluating {names}",
-          f"on {len(records)} eval prompts")
+          f"on {len(records)} eval prompts x {args.samples} sampled answer(s)")
+    drawn = [r for r in records for _ in range(args.samples)]  # each prompt args.samples times, consecutively
 
     texts, res, totals = {}, {}, {}
     for n in ["sft"] + [n for n in names if n != "sft"]:
         m = sft if n == "sft" else load(n).eval()
         gen = torch.Generator(device=device).manual_seed(args.seed)  # the same random numbers for every model
-        outs = M.respond(m, enc, [r["prompt"] for r in records], S["max_new_tokens"], TEMPERATURE, generator=gen)
+        outs = M.respond(m, enc, [r["prompt"] for r in drawn], S["max_new_tokens"], TEMPERATURE, generator=gen)
         texts[n] = [M.decode(enc, o) for o in outs]
-        rms = rm_score_texts(rm, enc, records, texts[n], device) if rm else None
-        res[n], totals[n] = judge(records, texts[n], rms, totals.get("sft"))
+        rms = rm_score_texts(rm, enc, drawn, texts[n], device) if rm else None
+        res[n], totals[n] = judge(drawn, texts[n], rms, totals.get("sft"), args.samples)
         res[n]["heldout_lm_loss"] = heldout_lm_loss(m, lm_tokens, S["lm_batches"], m.cfg.block_size, device)
         res[n]["cloze_accuracy"] = cloze_accuracy(m, enc, cloze, device)
         kl_recs = records[: S["kl_prompts"]]
@@ -380,7 +389,7 @@ def main():
             best = scores[:, :n].argmax(1)
             chosen = [samples[i * max(BON_NS) + b] for i, b in enumerate(best)]
             name = f"bo{n}"
-            r, _ = judge(sub, chosen, scores[np.arange(len(sub)), best], totals["sft"][: len(sub)])
+            r, _ = judge(sub, chosen, scores[np.arange(len(sub)), best], totals["sft"][:: args.samples][: len(sub)])
             r.update(heldout_lm_loss=res["sft"]["heldout_lm_loss"], cloze_accuracy=res["sft"]["cloze_accuracy"],
                      kl_vs_sft=bon_kl(n), n_prompts=len(sub))
             res[name] = r
@@ -399,12 +408,13 @@ def main():
     rmm = json.load(open(os.path.join(out, "reward_metrics.json"))) if os.path.exists(os.path.join(out, "reward_metrics.json")) else {}
     top = dict(preset=args.preset, labeler_agreement=rmm.get("labeler_agreement", float("nan")),
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
-               rm_probe=rmm.get("probe", {}), decoding=f"sampled at T={TEMPERATURE}, seed {args.seed}; best-of-n: T=1, seed 0",
-               n_prompts=len(records))
+               rm_probe=rmm.get("probe", {}), n_prompts=len(records), samples_per_prompt=args.samples,
+               decoding=f"sampled at T={TEMPERATURE}, seed {args.seed}, {args.samples} answer(s) per prompt; "
+                        "best-of-n: T=1, seed 0")
     flags = hacking_flags(res)
     ordered = {n: {k: res[n][k] for k in KEYS} | {k: v for k, v in res[n].items() if k not in KEYS} for n in res}
     M.write_json(os.path.join(out, "eval.json"), dict(models=ordered, **top, reward_hacking=flags,
-                                                       samples={n: texts[n][:20] for n in texts}))
+                                                       samples={n: texts[n][:: args.samples][:20] for n in texts}))
     figures(out, res, curves_runs, bon_points)
     report(out, res, top, flags)
     print(f"\nwrote {out}/eval.json, report.md, eval_win_rate.png, eval_breakdown.png, eval_overoptimisation.png")

@@ -368,6 +368,17 @@ def test_win_rate_and_ci_on_hand_made_scores():
     assert ci == pytest.approx([2.5 / 4 - half, 2.5 / 4 + half])
 
 
+def test_win_rate_ci_counts_prompts_not_draws():
+    # three prompts, two draws each: prompt 1 wins both draws, prompt 2 wins one and loses one, prompt 3 loses both
+    ppo_gold, sft_gold = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    wr, ci = evaluate.win_rate(ppo_gold, sft_gold, draws=2)
+    assert wr == pytest.approx(3 / 6)
+    per_prompt = torch.tensor([1.0, 0.5, 0.0])  # the CI is over these three, not over six outcomes
+    half = 1.96 * per_prompt.std().item() / math.sqrt(3)
+    assert ci == pytest.approx([0.5 - half, 0.5 + half])
+    assert ci[1] - ci[0] > evaluate.win_rate(ppo_gold, sft_gold)[1][1] - evaluate.win_rate(ppo_gold, sft_gold)[1][0]
+
+
 def test_best_of_n_kl_formula():
     assert evaluate.bon_kl(1) == 0
     assert evaluate.bon_kl(4) == pytest.approx(math.log(4) - 0.75)
