@@ -318,6 +318,8 @@ def main():
     p.add_argument("--k-max", dest="k_max", type=int, help="largest K (set --k-min 2 --k-max 2 for pairs only)")
     p.add_argument("--k-min", dest="k_min", type=int)
     p.add_argument("--p-contrast", dest="p_contrast", type=float)
+    p.add_argument("--knowledge-share", dest="knowledge_share", type=float,
+                   help="share of the comparison prompts that are knowledge questions")
     p.add_argument("--answerable-share", dest="answerable_share", type=float,
                    help="share of the knowledge questions whose answer can be known")
     p.add_argument("--labeler-temperature", dest="labeler_temperature", type=float,
