@@ -4,6 +4,7 @@ Evaluation: the paper's findings (§4), reproduced in miniature, judged by the s
     python evaluate.py --preset cpu                    # 1-3 min on 2 CPU cores
     python evaluate.py --preset cpu --out out/cpu      # any output dir holding the checkpoints
     python evaluate.py --preset cpu --samples 4        # four sampled answers per prompt: less draw noise
+    python evaluate.py --preset cpu --bon-prompts 400  # best-of-n on 400 prompts instead of 100
 
 Reads  out/<preset>/{base,sft,ppo,ppo_ptx,rm}.pt (whichever exist), ppo*_log.jsonl, reward_metrics.json,
        data/<preset>/eval_prompts.jsonl, corpus_heldout.txt, cloze.jsonl
@@ -324,6 +325,8 @@ def main():
     p = M.stage_args(__doc__.split("\n")[1], training=False)
     p.add_argument("--samples", type=int, default=1, help="answers sampled per prompt and model (default 1); more "
                    "shrink the evaluation's own draw noise, at that many times the sampling time")
+    p.add_argument("--bon-prompts", dest="bon_prompts", type=int, default=None,
+                   help="prompts for best-of-n (default: the preset's, 100 at cpu; each costs 64 SFT samples)")
     args = p.parse_args()
     S = SETTINGS[args.preset]
     out = args.out or os.path.join("out", args.preset)
@@ -379,7 +382,7 @@ def main():
 
     bon_points = []
     if rm is not None:  # best-of-n from SFT, re-ranked by the RM, on a subset of the prompts
-        sub = records[: S["bon_prompts"]]
+        sub = records[: args.bon_prompts or S["bon_prompts"]]
         gen = torch.Generator(device=device).manual_seed(0)
         prompts = [r["prompt"] for r in sub for _ in range(max(BON_NS))]
         samples = [M.decode(enc, o) for o in M.respond(sft, enc, prompts, S["max_new_tokens"], 1.0, generator=gen, batch_size=128)]

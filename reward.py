@@ -27,7 +27,8 @@ Steps:
      each response forwarded once; the epoch with the lowest held-out loss (eq. 1) is kept.
   3. Normalise: shift the head's bias so the demonstrations score mean 0.
   4. Measure: held-out pairwise accuracy vs the noisy labels and vs the gold order, next to the ceiling (two
-     independent simulated labelers' agreement), a probe on controlled pairs that differ in one thing, and
+     independent simulated labelers' agreement), the same vs gold on pairs of two of the policy's own samples
+     (what PPO and best-of-n choose among), a probe on controlled pairs that differ in one thing, and
      the break-even P(right) on knowledge questions: how sure a policy must be before answering earns more
      than "I don't know" (`break_even`; gold: 0.32). PPO follows margins, not pairwise accuracy.
 
@@ -217,11 +218,19 @@ def batch_loss(rm, enc, items, device):
     return rm_loss(rm_scores(rm, enc, flat, device), groups)
 
 
+def policy_sample(source):
+    """Was this response sampled from the policy being improved at T = 1 (SFT in round 1, the PPO policy in later
+    rounds), rather than written as a contrast, sampled hot, from the base model, or cut off without EOS?"""
+    return not source.startswith(("contrast", "base")) and "@T" not in source and "no-eos" not in source
+
+
 @torch.no_grad()
 def evaluate_rm(rm, enc, items, device, rng):
-    """Held-out pairwise accuracy vs the noisy labels, vs gold (pairs whose gold differs), and the ceiling."""
+    """Held-out pairwise accuracy vs the noisy labels, vs gold (pairs whose gold differs), and the ceiling.
+    Also vs gold on pairs of two of the policy's own samples, per task: what PPO needs the RM to rank (best-of-n
+    and PPO choose among such answers, and most held-out pairs are easier: a contrast or a base-model answer)."""
     rm.eval()
-    vs_label, vs_gold, losses = [], [], []
+    vs_label, vs_gold, losses, own = [], [], [], {}
     for s in range(0, len(items), 32):
         chunk = items[s : s + 32]
         flat, groups = [], []
@@ -238,8 +247,12 @@ def evaluate_rm(rm, enc, items, device, rng):
                 if it["gold"][w] != it["gold"][l]:
                     better_w = it["gold"][w] > it["gold"][l]
                     vs_gold.append((scores[offset + w] > scores[offset + l]) == better_w)
+                    if policy_sample(it["sources"][w]) and policy_sample(it["sources"][l]):
+                        own.setdefault(it["task"], []).append(vs_gold[-1])
     rm.train()
-    return dict(loss=float(np.mean(losses)), acc_vs_labels=float(np.mean(vs_label)), acc_vs_gold=float(np.mean(vs_gold)))
+    return dict(loss=float(np.mean(losses)), acc_vs_labels=float(np.mean(vs_label)), acc_vs_gold=float(np.mean(vs_gold)),
+                acc_vs_gold_policy_pairs=float(np.mean(sum(own.values(), []))) if own else float("nan"),
+                policy_pairs_by_task={t: dict(acc=float(np.mean(v)), n=len(v)) for t, v in sorted(own.items())})
 
 
 @torch.no_grad()
@@ -452,6 +465,11 @@ def main():
         print(f"  {tier:7s} median {v['median']:.2f} (gold {v['gold_median']:.2f}); \"I don't know\" beats an answer "
               f"right half the time on {v['over_half']:.0%} of {v['n']} questions (gold: {v['gold_over_half']:.0%})")
 
+    own = best[3]["policy_pairs_by_task"]
+    print(f"\non pairs of two of the policy's own samples (what PPO and best-of-n choose among): "
+          f"{best[3]['acc_vs_gold_policy_pairs']:.3f} vs gold ({sum(v['n'] for v in own.values())} pairs); by task: "
+          + ", ".join(f"{t} {v['acc']:.2f} ({v['n']})" for t, v in own.items()))
+
     M.save_checkpoint(os.path.join(out, "rm.pt"), rm, args.preset, "reward", enc.tokenizer_id,
                       extra=dict(round=args.round, bias_shift=shift, epoch=best[2]))
     M.plot_curves(os.path.join(out, "reward_curves.png"),
@@ -462,6 +480,7 @@ def main():
                   "reward model: eq. (1) loss and pairwise accuracy")
     total_time = time.time() - t_start
     metrics = dict(round=args.round, acc_vs_labels=best[3]["acc_vs_labels"], acc_vs_gold=best[3]["acc_vs_gold"],
+                   acc_vs_gold_policy_pairs=best[3]["acc_vs_gold_policy_pairs"], policy_pairs_by_task=own,
                    heldout_loss=best[3]["loss"], labeler_agreement=ceiling, chosen_epoch=best[2],
                    epochs=log["epoch"], val_acc=log["val_acc"], val_gold_acc=log["val_gold_acc"],
                    all_tied_share=float(ties), n_train_prompts=len(train), n_val_prompts=len(val),

@@ -2,6 +2,7 @@
 clipped losses, where the KL penalty and the score land, and the evaluation statistics."""
 
 import math
+import random
 
 import pytest
 import torch
@@ -153,6 +154,19 @@ def test_every_response_forwarded_once_per_step(enc, monkeypatch):
     loss, _ = reward.batch_loss(rm, enc, items, "cpu")
     assert calls == [9]  # one forward, 4 + 5 responses, each once (not once per pair: 6 + 10 pairs)
     loss.backward()
+
+
+def test_rm_accuracy_on_the_policys_own_pairs_counts_only_those(enc, monkeypatch):
+    # four answers: two SFT samples (the RM ranks them against gold), a contrast and a base-model answer (right)
+    item = dict(prompt="What is 3 + 4?", task="other", responses=["7", "It is 7.", "8", "no"], ranking=[0, 1, 2, 3],
+                gold=[1.0, 0.9, -1.0, -1.5], sources=["sft", "sft", "contrast:wrong", "base"])
+    monkeypatch.setattr(reward, "rm_scores", lambda rm, enc, flat, device: torch.tensor([0.5, 0.6, -1.0, -2.0]))
+    ev = reward.evaluate_rm(tiny(enc, scalar_head=True), enc, [item], "cpu", random.Random(0))
+    assert ev["acc_vs_gold"] == pytest.approx(5 / 6)  # six pairs, only the SFT pair ranked against gold
+    assert ev["acc_vs_gold_policy_pairs"] == 0.0
+    assert ev["policy_pairs_by_task"] == {"other": dict(acc=0.0, n=1)}
+    assert [reward.policy_sample(x) for x in ["sft", "round2:policy", "sft@T1.4", "sft:no-eos", "contrast:right",
+                                              "base"]] == [True, True, False, False, False, False]
 
 
 def test_rm_score_ignores_padding(enc):
