@@ -331,6 +331,8 @@ def main():
     p.add_argument("--k-max", dest="k_max", type=int, help="largest K (set --k-min 2 --k-max 2 for pairs only)")
     p.add_argument("--k-min", dest="k_min", type=int)
     p.add_argument("--p-contrast", dest="p_contrast", type=float)
+    p.add_argument("--p-base", dest="p_base", type=float, help="share of sampled responses from the base model")
+    p.add_argument("--p-hot", dest="p_hot", type=float, help="share from SFT at the higher temperature")
     p.add_argument("--knowledge-share", dest="knowledge_share", type=float,
                    help="share of the comparison prompts that are knowledge questions")
     p.add_argument("--answerable-share", dest="answerable_share", type=float,
