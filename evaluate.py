@@ -14,6 +14,7 @@ Writes out/<preset>/eval.json, report.md, eval_*.png
 Every model answers the held-out eval prompts by sampling at temperature 1 with a fixed seed (the same random
 numbers for every model, so two runs give the same numbers). Best-of-n samples n responses from SFT the same
 way and keeps the one the RM scores highest; its KL to SFT is log n − (n−1)/n (Stiennon et al. 2020, appendix).
+The labelers' own demonstrations, judged against SFT's answers the same way, give the ceiling of a win rate here.
 What each figure mirrors:
   1. win rate vs SFT (Fig. 1)           gold pairwise preference against SFT's answer to the same prompt
   2. per task family (Fig. 3-4 style)   share of answers the task checker accepts
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 import model as M
-from data.labeler import gold
+from data.labeler import demonstration, gold
 
 MODELS = ["base", "sft", "ppo", "ppo_ptx"]
 BON_NS = [4, 16, 64]
@@ -288,6 +289,10 @@ def report(out, res, top, flags):
              f"labeler's gold score. Decoding: {top['decoding']}.", "",
              f"Labeler agreement (ceiling): {top['labeler_agreement']:.3f}; RM held-out accuracy: "
              f"{top['rm_accuracy']:.3f} vs labels, {top.get('rm_accuracy_vs_gold', float('nan')):.3f} vs gold.", "",
+             f"The ceiling of a win rate against SFT: the labelers' own demonstrations win "
+             f"{top['demonstrations_vs_sft']['win_rate_vs_sft']:.1%} (gold {top['demonstrations_vs_sft']['gold_total']:+.3f}), "
+             f"since SFT's answer is already as good on {top['demonstrations_vs_sft']['sft_as_good']:.0%} of the "
+             "prompts (a tie there, whatever the model).", "",
              "| model | win vs SFT (95% CI) | gold | known facts | halluc. unseen | abstain unseen | abstain answerable"
              " | harmful comply (resp.) | toxic (resp.) | LM loss | cloze | KL | held-out templates |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -380,6 +385,16 @@ def main():
     print("  seen / held-out templates: " + ", ".join(
         f"{f} {v['seen']:.2f}/{v['heldout']:.2f}" for f, v in res["sft"]["competence_greedy_by_template"].items()))
 
+    # The ceiling of a win rate against SFT: the labelers' own demonstration for every prompt, judged the same way.
+    # Where SFT's answer is already as good (a right fact, a correct sum), no model can win, only tie.
+    demo_totals = np.array([gold(r, demonstration(r))["total"] for r in drawn])
+    sft_totals = np.asarray(totals["sft"])
+    wr, ci = win_rate(demo_totals, sft_totals, args.samples)
+    ceiling = dict(win_rate_vs_sft=wr, win_rate_ci95=ci, gold_total=float(demo_totals.mean()),
+                   sft_as_good=float(np.mean(sft_totals >= demo_totals - 1e-9)))
+    print(f"demonstrations (the ceiling): win vs SFT {wr:.3f}  gold {ceiling['gold_total']:+.3f}; SFT's answer is "
+          f"already as good on {ceiling['sft_as_good']:.0%} of the answers")
+
     bon_points = []
     if rm is not None:  # best-of-n from SFT, re-ranked by the RM, on a subset of the prompts
         sub = records[: args.bon_prompts or S["bon_prompts"]]
@@ -412,6 +427,7 @@ def main():
     top = dict(preset=args.preset, labeler_agreement=rmm.get("labeler_agreement", float("nan")),
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
                rm_probe=rmm.get("probe", {}), n_prompts=len(records), samples_per_prompt=args.samples,
+               demonstrations_vs_sft=ceiling,
                decoding=f"sampled at T={TEMPERATURE}, seed {args.seed}, {args.samples} answer(s) per prompt; "
                         "best-of-n: T=1, seed 0")
     flags = hacking_flags(res)

@@ -70,6 +70,11 @@ def test_eval_json_has_every_key_for_every_model(chain):
     assert 0 < ev["labeler_agreement"] < 1 and 0 < ev["rm_accuracy"] < 1
     assert ev["models"]["sft"]["win_rate_vs_sft"] == 0.5 and ev["models"]["sft"]["kl_vs_sft"] == 0.0
     assert ev["models"]["bo16"]["kl_vs_sft"] == pytest.approx(evaluate.bon_kl(16))
+    # the labelers' demonstrations are the ceiling: they win more often than any model and score the most gold
+    ceiling = ev["demonstrations_vs_sft"]
+    assert ceiling["win_rate_vs_sft"] > max(m["win_rate_vs_sft"] for m in ev["models"].values())
+    assert ceiling["gold_total"] > max(m["gold_total"] for m in ev["models"].values())
+    assert 0 < ceiling["sft_as_good"] < 1
     # SFT's greedy competence, per family and split by phrasing: the split's two halves average to the whole
     comp, split = ev["models"]["sft"]["competence_greedy"], ev["models"]["sft"]["competence_greedy_by_template"]
     assert comp and set(split) == set(comp)
