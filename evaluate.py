@@ -14,7 +14,8 @@ Writes out/<preset>/eval.json, report.md, eval_*.png
 Every model answers the held-out eval prompts by sampling at temperature 1 with a fixed seed (the same random
 numbers for every model, so two runs give the same numbers). Best-of-n samples n responses from SFT the same
 way and keeps the one the RM scores highest; its KL to SFT is log n − (n−1)/n (Stiennon et al. 2020, appendix).
-The labelers' own demonstrations, judged against SFT's answers the same way, give the ceiling of a win rate here.
+The same samples picked by gold show what a perfect RM would buy at that KL: how much of it our RM finds is what
+bounds PPO. The labelers' own demonstrations, judged against SFT's answers the same way, give the ceiling of a win rate here.
 What each figure mirrors:
   1. win rate vs SFT (Fig. 1)           gold pairwise preference against SFT's answer to the same prompt
   2. per task family (Fig. 3-4 style)   share of answers the task checker accepts
@@ -190,7 +191,7 @@ def kl_to_sft(m, sft, enc, records, max_new_tokens, device, seed):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def figures(out, res, curves_runs, bon_points):
+def figures(out, res, curves_runs, bon_points, bon_gold=()):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,6 +250,9 @@ def figures(out, res, curves_runs, bon_points):
     if bon_points:
         axes[0].plot([p[0] for p in bon_points], [p[1] for p in bon_points], "s-k", label="best-of-n (SFT)")
         axes[2].plot([p[0] for p in bon_points], [p[2] for p in bon_points], "s-k", label="best-of-n (SFT)")
+    if bon_gold:
+        axes[0].plot([b["kl_vs_sft"] for b in bon_gold], [b["gold_total"] for b in bon_gold], "s--", color="gray",
+                     label="best-of-n by gold (a perfect RM)")
     axes[0].set_title(f"gold of the rollouts (mean of {SMOOTH} iterations)")
     axes[1].set_title("gold on the dev prompts (every check)")
     axes[2].set_title(f"RM score, the proxy (mean of {SMOOTH} iterations)")
@@ -395,7 +399,7 @@ def main():
     print(f"demonstrations (the ceiling): win vs SFT {wr:.3f}  gold {ceiling['gold_total']:+.3f}; SFT's answer is "
           f"already as good on {ceiling['sft_as_good']:.0%} of the answers")
 
-    bon_points = []
+    bon_points, bon_gold = [], []
     if rm is not None:  # best-of-n from SFT, re-ranked by the RM, on a subset of the prompts
         sub = records[: args.bon_prompts or S["bon_prompts"]]
         gen = torch.Generator(device=device).manual_seed(0)
@@ -403,11 +407,20 @@ def main():
         samples = [M.decode(enc, o) for o in M.respond(sft, enc, prompts, S["max_new_tokens"], 1.0, generator=gen, batch_size=128)]
         scores = np.array(rm_score_texts(rm, enc, [r for r in sub for _ in range(max(BON_NS))], samples, device))
         scores = scores.reshape(len(sub), max(BON_NS))
+        # the same samples picked by gold instead: what a perfect RM would buy (the labeler only judges here)
+        golds = np.array([gold(r, y)["total"] for r, y in zip([r for r in sub for _ in range(max(BON_NS))], samples)])
+        golds = golds.reshape(len(sub), max(BON_NS))
+        sft_sub = totals["sft"][:: args.samples][: len(sub)]
+        for n in BON_NS:
+            wr, ci = win_rate(golds[:, :n].max(1), sft_sub)
+            bon_gold.append(dict(n=n, kl_vs_sft=bon_kl(n), gold_total=float(golds[:, :n].max(1).mean()),
+                                 win_rate_vs_sft=wr, win_rate_ci95=ci))
+            print(f"best-of-{n} by gold (a perfect RM): win vs SFT {wr:.3f}  gold {bon_gold[-1]['gold_total']:+.3f}")
         for n in BON_NS:
             best = scores[:, :n].argmax(1)
             chosen = [samples[i * max(BON_NS) + b] for i, b in enumerate(best)]
             name = f"bo{n}"
-            r, _ = judge(sub, chosen, scores[np.arange(len(sub)), best], totals["sft"][:: args.samples][: len(sub)])
+            r, _ = judge(sub, chosen, scores[np.arange(len(sub)), best], sft_sub)
             r.update(heldout_lm_loss=res["sft"]["heldout_lm_loss"], cloze_accuracy=res["sft"]["cloze_accuracy"],
                      kl_vs_sft=bon_kl(n), n_prompts=len(sub))
             res[name] = r
@@ -427,14 +440,14 @@ def main():
     top = dict(preset=args.preset, labeler_agreement=rmm.get("labeler_agreement", float("nan")),
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
                rm_probe=rmm.get("probe", {}), n_prompts=len(records), samples_per_prompt=args.samples,
-               demonstrations_vs_sft=ceiling,
+               demonstrations_vs_sft=ceiling, best_of_n_by_gold=bon_gold,
                decoding=f"sampled at T={TEMPERATURE}, seed {args.seed}, {args.samples} answer(s) per prompt; "
                         "best-of-n: T=1, seed 0")
     flags = hacking_flags(res)
     ordered = {n: {k: res[n][k] for k in KEYS} | {k: v for k, v in res[n].items() if k not in KEYS} for n in res}
     M.write_json(os.path.join(out, "eval.json"), dict(models=ordered, **top, reward_hacking=flags,
                                                        samples={n: texts[n][:: args.samples][:20] for n in texts}))
-    figures(out, res, curves_runs, bon_points)
+    figures(out, res, curves_runs, bon_points, bon_gold)
     report(out, res, top, flags)
     print(f"\nwrote {out}/eval.json, report.md, eval_win_rate.png, eval_breakdown.png, eval_overoptimisation.png")
 

@@ -75,6 +75,10 @@ def test_eval_json_has_every_key_for_every_model(chain):
     assert ceiling["win_rate_vs_sft"] > max(m["win_rate_vs_sft"] for m in ev["models"].values())
     assert ceiling["gold_total"] > max(m["gold_total"] for m in ev["models"].values())
     assert 0 < ceiling["sft_as_good"] < 1
+    # best-of-n picked by gold (a perfect RM) gains with n, and at least as much as the RM's pick of the same samples
+    by_gold = {b["n"]: b["gold_total"] for b in ev["best_of_n_by_gold"]}
+    assert by_gold[4] <= by_gold[16] <= by_gold[64]
+    assert all(by_gold[n] >= ev["models"][f"bo{n}"]["gold_total"] for n in evaluate.BON_NS)
     # SFT's greedy competence, per family and split by phrasing: the split's two halves average to the whole
     comp, split = ev["models"]["sft"]["competence_greedy"], ev["models"]["sft"]["competence_greedy_by_template"]
     assert comp and set(split) == set(comp)
