@@ -15,7 +15,8 @@ Every model answers the held-out eval prompts by sampling at temperature 1 with 
 numbers for every model, so two runs give the same numbers). Best-of-n samples n responses from SFT the same
 way and keeps the one the RM scores highest; its KL to SFT is log n − (n−1)/n (Stiennon et al. 2020, appendix).
 The same samples picked by gold show what a perfect RM would buy at that KL: how much of it our RM finds is what
-bounds PPO. The labelers' own demonstrations, judged against SFT's answers the same way, give the ceiling of a win rate here.
+bounds PPO. The labelers' own demonstrations, judged against SFT's answers the same way, are the ceiling of a win
+rate here.
 What each figure mirrors:
   1. win rate vs SFT (Fig. 1)           gold pairwise preference against SFT's answer to the same prompt
   2. per task family (Fig. 3-4 style)   share of answers the task checker accepts
@@ -295,8 +296,8 @@ def report(out, res, top, flags):
              f"{top['rm_accuracy']:.3f} vs labels, {top.get('rm_accuracy_vs_gold', float('nan')):.3f} vs gold.", "",
              f"The ceiling of a win rate against SFT: the labelers' own demonstrations win "
              f"{top['demonstrations_vs_sft']['win_rate_vs_sft']:.1%} (gold {top['demonstrations_vs_sft']['gold_total']:+.3f}), "
-             f"since SFT's answer is already as good on {top['demonstrations_vs_sft']['sft_as_good']:.0%} of the "
-             "prompts (a tie there, whatever the model).", "",
+             f"since SFT's answer is already as good in {top['demonstrations_vs_sft']['sft_as_good']:.0%} of the "
+             "cases (a tie there, whatever the model).", "",
              "| model | win vs SFT (95% CI) | gold | known facts | halluc. unseen | abstain unseen | abstain answerable"
              " | harmful comply (resp.) | toxic (resp.) | LM loss | cloze | KL | held-out templates |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -397,7 +398,7 @@ def main():
     ceiling = dict(win_rate_vs_sft=wr, win_rate_ci95=ci, gold_total=float(demo_totals.mean()),
                    sft_as_good=float(np.mean(sft_totals >= demo_totals - 1e-9)))
     print(f"demonstrations (the ceiling): win vs SFT {wr:.3f}  gold {ceiling['gold_total']:+.3f}; SFT's answer is "
-          f"already as good on {ceiling['sft_as_good']:.0%} of the answers")
+          f"already as good in {ceiling['sft_as_good']:.0%} of the cases")
 
     bon_points, bon_gold = [], []
     if rm is not None:  # best-of-n from SFT, re-ranked by the RM, on a subset of the prompts

@@ -219,8 +219,8 @@ def batch_loss(rm, enc, items, device):
 
 
 def policy_sample(source):
-    """Was this response sampled from the policy being improved at T = 1 (SFT in round 1, the PPO policy in later
-    rounds), rather than written as a contrast, sampled hot, from the base model, or cut off without EOS?"""
+    """Was this response sampled at T = 1 from SFT or (in later rounds) the PPO policy, the answers PPO starts
+    from and moves among, rather than written as a contrast, sampled hot, from the base model, or cut off?"""
     return not source.startswith(("contrast", "base")) and "@T" not in source and "no-eos" not in source
 
 
