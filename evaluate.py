@@ -259,7 +259,8 @@ def figures(out, res, curves_runs, bon_points, bon_gold=()):
     axes[2].set_title(f"RM score, the proxy (mean of {SMOOTH} iterations)")
     for ax in axes:
         ax.set_xlabel("KL to SFT (nats per response)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a directory without PPO logs has nothing to draw here
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "eval_overoptimisation.png"), dpi=110)

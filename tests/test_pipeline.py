@@ -127,6 +127,25 @@ def test_evaluation_is_deterministic(chain):
     assert evaluate.kl_to_sft(m, s, enc, recs, 16, "cpu", 0) == evaluate.kl_to_sft(m, s, enc, recs, 16, "cpu", 0)
 
 
+def test_evaluation_with_several_answers_per_prompt(chain, tmp_path):
+    for f in os.listdir(chain):
+        if f.endswith((".pt", ".jsonl", "_metrics.json")):
+            os.symlink(os.path.join(chain, f), tmp_path / f)
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        run(evaluate, "--preset", "test", "--out", str(tmp_path), "--samples", "2", "--bon-prompts", "6")
+    finally:
+        os.chdir(cwd)
+    one, two = (json.load(open(os.path.join(d, "eval.json"))) for d in (chain, tmp_path))
+    assert two["samples_per_prompt"] == 2 and two["n_prompts"] == one["n_prompts"]
+    assert two["models"]["sft"]["win_rate_vs_sft"] == 0.5 and two["models"]["bo4"]["n_prompts"] == 6
+    for m in two["models"].values():
+        lo, hi = m["win_rate_ci95"]
+        assert lo <= m["win_rate_vs_sft"] <= hi
+    assert len(two["samples"]["sft"]) == min(20, one["n_prompts"])  # one answer per prompt shown
+
+
 def test_gold_labeler_is_never_called_inside_the_update(chain, monkeypatch, tmp_path):
     """Swap the gold judge for one that raises while ppo_update runs: the update must not notice."""
     real_update, real_gold = ppo.ppo_update, ppo.gold
