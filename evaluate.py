@@ -393,7 +393,7 @@ def main():
 
     # The ceiling of a win rate against SFT: the labelers' own demonstration for every prompt, judged the same way.
     # Where SFT's answer is already as good (a right fact, a correct sum), no model can win, only tie.
-    demo_totals = np.array([gold(r, demonstration(r))["total"] for r in drawn])
+    demo_totals = np.repeat([gold(r, demonstration(r))["total"] for r in records], args.samples)  # like `drawn`
     sft_totals = np.asarray(totals["sft"])
     wr, ci = win_rate(demo_totals, sft_totals, args.samples)
     ceiling = dict(win_rate_vs_sft=wr, win_rate_ci95=ci, gold_total=float(demo_totals.mean()),
@@ -405,18 +405,18 @@ def main():
     if rm is not None:  # best-of-n from SFT, re-ranked by the RM, on a subset of the prompts
         sub = records[: args.bon_prompts or S["bon_prompts"]]
         gen = torch.Generator(device=device).manual_seed(0)
-        prompts = [r["prompt"] for r in sub for _ in range(max(BON_NS))]
-        samples = [M.decode(enc, o) for o in M.respond(sft, enc, prompts, S["max_new_tokens"], 1.0, generator=gen, batch_size=128)]
-        scores = np.array(rm_score_texts(rm, enc, [r for r in sub for _ in range(max(BON_NS))], samples, device))
-        scores = scores.reshape(len(sub), max(BON_NS))
+        sub_n = [r for r in sub for _ in range(max(BON_NS))]  # each prompt max(BON_NS) times
+        samples = [M.decode(enc, o) for o in M.respond(sft, enc, [r["prompt"] for r in sub_n], S["max_new_tokens"], 1.0,
+                                                       generator=gen, batch_size=128)]
+        scores = np.array(rm_score_texts(rm, enc, sub_n, samples, device)).reshape(len(sub), max(BON_NS))
         # the same samples picked by gold instead: what a perfect RM would buy (the labeler only judges here)
-        golds = np.array([gold(r, y)["total"] for r, y in zip([r for r in sub for _ in range(max(BON_NS))], samples)])
-        golds = golds.reshape(len(sub), max(BON_NS))
+        golds = np.array([gold(r, y)["total"] for r, y in zip(sub_n, samples)]).reshape(len(sub), max(BON_NS))
         sft_sub = totals["sft"][:: args.samples][: len(sub)]
         for n in BON_NS:
-            wr, ci = win_rate(golds[:, :n].max(1), sft_sub)
-            bon_gold.append(dict(n=n, kl_vs_sft=bon_kl(n), gold_total=float(golds[:, :n].max(1).mean()),
-                                 win_rate_vs_sft=wr, win_rate_ci95=ci))
+            best_gold = golds[:, :n].max(1)
+            wr, ci = win_rate(best_gold, sft_sub)
+            bon_gold.append(dict(n=n, kl_vs_sft=bon_kl(n), gold_total=float(best_gold.mean()), win_rate_vs_sft=wr,
+                                 win_rate_ci95=ci))
             print(f"best-of-{n} by gold (a perfect RM): win vs SFT {wr:.3f}  gold {bon_gold[-1]['gold_total']:+.3f}")
         for n in BON_NS:
             best = scores[:, :n].argmax(1)
