@@ -291,14 +291,14 @@ def hacking_flags(res):
 
 
 def report(out, res, top, flags):
+    ceiling = top["demonstrations_vs_sft"]
     lines = ["# Evaluation report", "", f"Command: `python evaluate.py --preset {top['preset']}`. Judge: the simulated "
              f"labeler's gold score. Decoding: {top['decoding']}.", "",
              f"Labeler agreement (ceiling): {top['labeler_agreement']:.3f}; RM held-out accuracy: "
              f"{top['rm_accuracy']:.3f} vs labels, {top.get('rm_accuracy_vs_gold', float('nan')):.3f} vs gold.", "",
-             f"The ceiling of a win rate against SFT: the labelers' own demonstrations win "
-             f"{top['demonstrations_vs_sft']['win_rate_vs_sft']:.1%} (gold {top['demonstrations_vs_sft']['gold_total']:+.3f}), "
-             f"since SFT's answer is already as good in {top['demonstrations_vs_sft']['sft_as_good']:.0%} of the "
-             "cases (a tie there, whatever the model).", "",
+             f"The ceiling of a win rate against SFT: the labelers' own demonstrations win {ceiling['win_rate_vs_sft']:.1%} "
+             f"(gold {ceiling['gold_total']:+.3f}), since SFT's answer is already as good in {ceiling['sft_as_good']:.0%} "
+             "of the cases (a tie there, whatever the model).", "",
              "| model | win vs SFT (95% CI) | gold | known facts | halluc. unseen | abstain unseen | abstain answerable"
              " | harmful comply (resp.) | toxic (resp.) | LM loss | cloze | KL | held-out templates |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -58,7 +58,8 @@ Deviations from the paper:
      the SFT model of a 1,000-step base: α = 0.1 gave 69.4% held-out accuracy vs labels and right > wrong fact
      0.97; α learned from 0, 66.5% and 0.90. On the 4,000-step base α = 0.3 beat 0.1 (73.6% vs 72.3%), and PPO
      on it with β = 0.1 won 52.4% against SFT (mean of three seeds) where α = 0.1 with β = 0.02 won 50.7% (README),
-     so 0.3 is the default. Over a policy's own samples the second part averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM
+     so 0.3 is the default. Best-of-n from SFT on 400 eval prompts agrees (README): the answers this RM picks
+     score gold +0.65 at n = 4, against +0.55 for α = 0, +0.63 for 0.6 and +0.62 for 1.0. Over a policy's own samples the second part averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM
      pays α per nat it moves from the RM's language model (which starts as SFT), on top of its own β.
      `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
 """
