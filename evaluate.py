@@ -5,6 +5,7 @@ Evaluation: the paper's findings (§4), reproduced in miniature, judged by the s
     python evaluate.py --preset cpu --out out/cpu      # any output dir holding the checkpoints
     python evaluate.py --preset cpu --samples 4        # four sampled answers per prompt: less draw noise
     python evaluate.py --preset cpu --bon-prompts 400  # best-of-n on 400 prompts instead of 100
+    python evaluate.py --preset cpu --sft-temperature 0  # without the sharpened-SFT row
 
 Reads  out/<preset>/{base,sft,ppo,ppo_ptx,rm}.pt (whichever exist), ppo*_log.jsonl, reward_metrics.json,
        data/<preset>/eval_prompts.jsonl, corpus_heldout.txt, cloze.jsonl
@@ -16,7 +17,9 @@ numbers for every model, so two runs give the same numbers). Best-of-n samples n
 way and keeps the one the RM scores highest; its KL to SFT is log n − (n−1)/n (Stiennon et al. 2020, appendix).
 The same samples picked by gold show what a perfect RM would buy at that KL: how much of it our RM finds is what
 bounds PPO. The labelers' own demonstrations, judged against SFT's answers the same way, are the ceiling of a win
-rate here.
+rate here. SFT sampled at a lower temperature (`sft_T0.5`) is the baseline the paper does not show: it
+sharpens SFT toward its own most likely answers without any reward, so it tells how much of what PPO gains a
+temperature knob would give.
 What each figure mirrors:
   1. win rate vs SFT (Fig. 1)           gold pairwise preference against SFT's answer to the same prompt
   2. per task family (Fig. 3-4 style)   share of answers the task checker accepts
@@ -35,6 +38,8 @@ Deviations from the paper:
      numbers repeatable on CPU. The draw itself moves a win rate by a point or two: `--samples 4` judges four
      answers per prompt (each against SFT's answer drawn with the same random numbers; 100 s instead of 65 s at
      cpu), and its confidence interval counts prompts, not answers.
+  3. One baseline the paper does not have: SFT sampled at T = 0.5 (`--sft-temperature`), judged like the others
+     (its KL, LM loss and cloze are those of the tempered distribution softmax(z / T)).
 """
 
 import json
@@ -50,6 +55,7 @@ from data.labeler import demonstration, gold
 MODELS = ["base", "sft", "ppo", "ppo_ptx"]
 BON_NS = [4, 16, 64]
 TEMPERATURE = 1.0  # every model answers by sampling at T = 1 with a fixed seed, as the paper's labelers saw samples
+SFT_TEMPERATURE = 0.5  # ... and SFT once more at this temperature: sharpening without a reward (the row sft_T0.5)
 KEYS = ["win_rate_vs_sft", "win_rate_ci95", "gold_total", "helpful", "rm_score", "known_fact_accuracy",
         "hallucination_rate_unseen", "abstain_rate_unseen", "harmful_compliance", "harmful_compliance_respectful",
         "toxicity", "toxicity_respectful", "heldout_lm_loss", "cloze_accuracy", "kl_vs_sft",
@@ -146,43 +152,45 @@ def rm_score_texts(rm, enc, records, texts, device):
 
 
 @torch.no_grad()
-def heldout_lm_loss(m, tokens, n_batches, T, device):
-    """Mean next-token loss on fixed windows of the held-out corpus (the same windows for every model)."""
+def heldout_lm_loss(m, tokens, n_batches, T, device, temperature=1.0):
+    """Mean next-token loss on fixed windows of the held-out corpus (the same windows for every model), under
+    softmax(logits / temperature)."""
     g = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(n_batches):
         starts = torch.randint(0, len(tokens) - T - 1, (8,), generator=g)
         w = torch.stack([tokens[s : s + T + 1] for s in starts]).to(device)
-        losses.append(-m.logprobs(w[:, :-1], w[:, 1:]).mean().item())
+        losses.append(-m.logprobs(w[:, :-1], w[:, 1:], temperature).mean().item())
     return float(np.mean(losses))
 
 
 @torch.no_grad()
-def cloze_accuracy(m, enc, items, device):
+def cloze_accuracy(m, enc, items, device, temperature=1.0):
     """HellaSwag analogue: pick the ending with the highest mean log-probability given the context."""
     right = []
     for it in items:
         ctx = enc.encode(it["context"], allowed_special={M.EOT})
         seqs = [ctx + enc.encode_ordinary(e) for e in it["endings"]]
         idx, lengths = M.right_pad(seqs, enc.eot_token, device)
-        logp = m.logprobs(idx[:, :-1], idx[:, 1:])  # (4, T-1)
+        logp = m.logprobs(idx[:, :-1], idx[:, 1:], temperature)  # (4, T-1)
         mask = M.target_mask(idx.size(1), len(ctx), lengths, device)  # (4, T-1) the ending's tokens
         right.append(int(((logp * mask).sum(1) / mask.sum(1)).argmax()) == it["label"])
     return rate(right)
 
 
 @torch.no_grad()
-def kl_to_sft(m, sft, enc, records, max_new_tokens, device, seed):
-    """E_{y~π}[log π(y|x) − log π_SFT(y|x)], nats per response, from one T = 1 sample per prompt."""
+def kl_to_sft(m, sft, enc, records, max_new_tokens, device, seed, temperature=1.0):
+    """E_{y~π}[log π(y|x) − log π_SFT(y|x)], nats per response, from one sample per prompt. π is m's
+    softmax(logits / temperature), sampled and scored at that temperature; π_SFT is SFT at T = 1."""
     gen = torch.Generator(device=device).manual_seed(seed)
     prompts = [M.encode_prompt(enc, r["prompt"]) for r in records]
-    ys = M.generate(m, prompts, max_new_tokens, 1.0, 0, gen, eot=enc.eot_token)
+    ys = M.generate(m, prompts, max_new_tokens, temperature, 0, gen, eot=enc.eot_token)
     kls = []
     for s in range(0, len(ys), 64):
         seqs = [p + y for p, y in zip(prompts[s : s + 64], ys[s : s + 64])]
         idx, lengths = M.right_pad(seqs, enc.eot_token, device)
         mask = M.target_mask(idx.size(1), [len(p) for p in prompts[s : s + 64]], lengths, device)  # responses
-        diff = m.logprobs(idx[:, :-1], idx[:, 1:]) - sft.logprobs(idx[:, :-1], idx[:, 1:])
+        diff = m.logprobs(idx[:, :-1], idx[:, 1:], temperature) - sft.logprobs(idx[:, :-1], idx[:, 1:])
         kls += (diff * mask).sum(1).tolist()
     return float(np.mean(kls))
 
@@ -338,6 +346,8 @@ def main():
                    "shrink the evaluation's own draw noise, at that many times the sampling time")
     p.add_argument("--bon-prompts", dest="bon_prompts", type=int, default=None,
                    help="prompts for best-of-n (default: the preset's, 100 at cpu; each costs 64 SFT samples)")
+    p.add_argument("--sft-temperature", dest="sft_temperature", type=float, default=SFT_TEMPERATURE,
+                   help=f"also judge SFT sampled at this temperature (default {SFT_TEMPERATURE}; 0: skip)")
     args = p.parse_args()
     S = SETTINGS[args.preset]
     out = args.out or os.path.join("out", args.preset)
@@ -354,22 +364,26 @@ def main():
     sft = load("sft").eval()
     rm = load("rm").eval() if os.path.exists(os.path.join(out, "rm.pt")) else None
     names = [n for n in MODELS if os.path.exists(os.path.join(out, f"{n}.pt"))]
+    sharp = f"sft_T{args.sft_temperature:g}"  # SFT sharpened by temperature alone, no reward
+    names += [sharp] if args.sft_temperature > 0 else []
     print(f"evaluating {names} (+ best-of-{BON_NS} from SFT)" if rm else f"evaluating {names}",
           f"on {len(records)} eval prompts x {args.samples} sampled answer(s)")
     drawn = [r for r in records for _ in range(args.samples)]  # each prompt args.samples times, consecutively
 
     texts, res, totals = {}, {}, {}
     for n in ["sft"] + [n for n in names if n != "sft"]:
-        m = sft if n == "sft" else load(n).eval()
+        m = sft if n in ("sft", sharp) else load(n).eval()
+        t = args.sft_temperature if n == sharp else TEMPERATURE
         gen = torch.Generator(device=device).manual_seed(args.seed)  # the same random numbers for every model
-        outs = M.respond(m, enc, [r["prompt"] for r in drawn], S["max_new_tokens"], TEMPERATURE, generator=gen)
+        outs = M.respond(m, enc, [r["prompt"] for r in drawn], S["max_new_tokens"], t, generator=gen)
         texts[n] = [M.decode(enc, o) for o in outs]
         rms = rm_score_texts(rm, enc, drawn, texts[n], device) if rm else None
         res[n], totals[n] = judge(drawn, texts[n], rms, totals.get("sft"), args.samples)
-        res[n]["heldout_lm_loss"] = heldout_lm_loss(m, lm_tokens, S["lm_batches"], m.cfg.block_size, device)
-        res[n]["cloze_accuracy"] = cloze_accuracy(m, enc, cloze, device)
+        res[n]["heldout_lm_loss"] = heldout_lm_loss(m, lm_tokens, S["lm_batches"], m.cfg.block_size, device, t)
+        res[n]["cloze_accuracy"] = cloze_accuracy(m, enc, cloze, device, t)
         kl_recs = records[: S["kl_prompts"]]
-        res[n]["kl_vs_sft"] = 0.0 if n == "sft" else kl_to_sft(m, sft, enc, kl_recs, S["max_new_tokens"], device, args.seed)
+        res[n]["kl_vs_sft"] = 0.0 if n == "sft" else kl_to_sft(m, sft, enc, kl_recs, S["max_new_tokens"], device,
+                                                                args.seed, t)
         print(f"{n:8s} win vs SFT {res[n]['win_rate_vs_sft']:.3f}  gold {res[n]['gold_total']:+.3f}  "
               f"known facts {res[n]['known_fact_accuracy']:.2f}  halluc. unseen {res[n]['hallucination_rate_unseen']:.2f}  "
               f"KL {res[n]['kl_vs_sft']:.2f}", flush=True)
@@ -443,8 +457,8 @@ def main():
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
                rm_probe=rmm.get("probe", {}), n_prompts=len(records), samples_per_prompt=args.samples,
                demonstrations_vs_sft=ceiling, best_of_n_by_gold=bon_gold,
-               decoding=f"sampled at T={TEMPERATURE}, seed {args.seed}, {args.samples} answer(s) per prompt; "
-                        "best-of-n: T=1, seed 0")
+               decoding=f"sampled at T={TEMPERATURE}" + (f" ({sharp}: T={args.sft_temperature:g})" if sharp in res else "")
+                        + f", seed {args.seed}, {args.samples} answer(s) per prompt; best-of-n: T=1, seed 0")
     flags = hacking_flags(res)
     ordered = {n: {k: res[n][k] for k in KEYS} | {k: v for k, v in res[n].items() if k not in KEYS} for n in res}
     M.write_json(os.path.join(out, "eval.json"), dict(models=ordered, **top, reward_hacking=flags,

@@ -62,7 +62,7 @@ def test_chain_writes_every_stage_output(chain):
 
 def test_eval_json_has_every_key_for_every_model(chain):
     ev = json.load(open(os.path.join(chain, "eval.json")))
-    assert set(ev["models"]) == {"base", "sft", "ppo", "ppo_ptx", "bo4", "bo16", "bo64"}
+    assert set(ev["models"]) == {"base", "sft", "ppo", "ppo_ptx", "sft_T0.5", "bo4", "bo16", "bo64"}
     for name, m in ev["models"].items():
         missing = [k for k in evaluate.KEYS if k not in m]
         assert not missing, (name, missing)
@@ -125,6 +125,18 @@ def test_evaluation_is_deterministic(chain):
     b = M.respond(m, enc, [r["prompt"] for r in recs], 16)
     assert a == b
     assert evaluate.kl_to_sft(m, s, enc, recs, 16, "cpu", 0) == evaluate.kl_to_sft(m, s, enc, recs, 16, "cpu", 0)
+
+
+def test_sharpened_sft_is_scored_at_its_own_temperature(chain):
+    """SFT against itself is 0 nats at T = 1 and more at T = 0.5: the temperature reaches sampling and log-probs."""
+    enc = M.load_tokenizer("test")
+    s, _ = M.load_checkpoint(os.path.join(chain, "sft.pt"), "x", enc.tokenizer_id)
+    recs = M.read_jsonl(os.path.join(M.data_dir("test"), "eval_prompts.jsonl"), "test")[:12]
+    assert evaluate.kl_to_sft(s, s, enc, recs, 16, "cpu", 0) == 0.0
+    assert evaluate.kl_to_sft(s, s, enc, recs, 16, "cpu", 0, temperature=0.5) > 0.01
+    ev = json.load(open(os.path.join(chain, "eval.json")))
+    assert ev["models"]["sft_T0.5"]["kl_vs_sft"] > 0 and "sft_T0.5: T=0.5" in ev["decoding"]
+    assert ev["models"]["sft_T0.5"]["heldout_lm_loss"] != ev["models"]["sft"]["heldout_lm_loss"]
 
 
 def test_evaluation_with_several_answers_per_prompt(chain, tmp_path):
