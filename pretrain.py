@@ -10,8 +10,8 @@ also the bad habits; it has never seen the chat format, so it does not follow in
     python pretrain.py --preset cpu            # 16-45 min on 2 CPU cores, by the CPU (README, "Time per stage")
     python pretrain.py --preset test           # seconds, for the tests
     python pretrain.py --preset cpu --n-layer 6 --n-embd 256 --out out/cpu-6l256   # a 2.5x larger model: the
-                                               # stages after it read the size from base.pt (README, "Measured on
-                                               # the AMX machine")
+                                               # stages after it read the size from base.pt (EARLIER_RUNS.md,
+                                               # "Measured on the AMX machine")
 
 Reads  data/<preset>/corpus.txt, corpus_heldout.txt, tokenizer.bpe, eval_prompts.jsonl (knowledge probe)
 Writes out/<preset>/base.pt, pretrain_metrics.json, pretrain_loss.png

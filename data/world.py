@@ -1,7 +1,7 @@
 """The simulated world: a corpus ("the internet"), a knowledge base, prompt sets and demonstrations.
 
     python data/world.py --preset cpu [--seed 0]      (or: python -m data.world --preset cpu)
-    python data/world.py --preset cpu --nokb-extra 400   # experiments (README, "Measured on the AMX machine"):
+    python data/world.py --preset cpu --nokb-extra 400   # experiments (EARLIER_RUNS.md, "Measured on the AMX machine"):
     python data/world.py --preset cpu --strangers 2000   # run them in a second checkout, not over data/cpu
 
 Paper analogue (Ouyang et al. 2022): the internet text GPT-3 was pretrained on, the prompts users sent
@@ -57,7 +57,7 @@ TRAIN_MIX = {"generation": .30, "open_qa": .20, "brainstorming": .09, "chat": .0
 # Demonstrations go where a small model needs them, not where users ask most: stories are learned from a
 # few hundred examples, while copying from a passage (closed QA, extraction, summaries), sums and lists
 # without repeats need many more. (The paper's labelers also wrote demonstrations to order.) Measured at cpu on
-# one base model (README, "SFT competence"): moving 5% of the stories and 1-2% of chat, summaries, sums and
+# one base model (EARLIER_RUNS.md, "SFT competence"): moving 5% of the stories and 1-2% of chat, summaries, sums and
 # classification to closed QA (8 -> 11%), rewrite (7 -> 11%) and lists (9 -> 12%) raised dev gold +0.794 ->
 # +0.888 and greedy closed QA 32% -> 51%, rewrite 8% -> 26% on held-out prompts; a further shift (stories 8%,
 # rewrite 15%) gave +0.826. One run each, in bf16: the same mix trained in fp32 reached +0.725, so the spread
@@ -353,7 +353,7 @@ def write_jsonl(path, recs):
 
 
 def build(preset, seed, out_dir, nokb_extra=0, strangers=0):
-    """Generate every file of the world into out_dir. Returns the summary dict. Two experiments (README):
+    """Generate every file of the world into out_dir. Returns the summary dict. Two experiments (EARLIER_RUNS.md):
 
     nokb_extra: that many more made-up names in no KB for the training prompts (SFT, RM, PPO, dev), drawn after
     the tokenizer so that the corpus, tokenizer and eval prompts stay byte-identical.
