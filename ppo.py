@@ -420,7 +420,10 @@ def train(cfg, args, out, name, device, enc, round_=1):
         stats = ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx, rng)
         # ---- logging (after the update; gold is judged here and nowhere else) ----
         texts = [M.decode(enc, r) for r in batch["responses"]]
-        seq_kl = kl.sum(1).mean().item()  # nats per response, E[log π(y|x) − log π_ref(y|x)]
+        # nats per response, E[log π(y|x) − log π_ref(y|x)], estimated from this batch's samples: near zero it
+        # can come out slightly negative (−0.003 at iteration 4 of a slow run here). One that stays clearly
+        # negative means log π and log π_ref are not computed alike (temperature, dropout, padding): a bug.
+        seq_kl = kl.sum(1).mean().item()
         top, top_n = Counter(texts).most_common(1)[0]
         row = dict(round=round_, iter=it, rm_score=batch["score"].mean().item(), reward=batch["reward"].mean().item(),
                    gold=log_gold(batch_records, texts), kl=seq_kl, kl_coef=kl_coef, entropy=batch["entropy"],
