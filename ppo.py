@@ -67,10 +67,11 @@ Deviations from the paper:
      15, and the gold win rate over SFT on the eval prompts was 53.1%, 51.7% and 52.4% for three PPO seeds
      (β = 0.02 with the RM of α = 0.1: 50.4%, 50.6%, 51.1%); on a second base model 50.3% against 48.1%. Both are
      small gains, at the edge of what 800 eval prompts resolve: judged on four answers per prompt (evaluate.py
-     --samples 4) the three seeds win 50.9%, 50.3%, 51.3%, and the earlier defaults' first seed 49.7%. What the veto refuses is a drift into "I don't know"
-     on known entities; the larger β slows it, so that later checkpoints pass the veto. The RM's
-     log-likelihood term (reward.py deviation 5) is a second brake of the same kind: its mean over the policy's
-     samples is −α·(KL(π‖p_θ) + H(π)), so `--kl-coef 0` still leaves α = 0.3 per nat toward the RM's language model.
+     --samples 4) the three seeds win 50.9%, 50.3%, 51.3%, and the earlier defaults' first seed 49.7%. What the
+     veto refuses is a drift into "I don't know" on known entities; the larger β slows it, so that later
+     checkpoints pass the veto. The RM's log-likelihood term (reward.py deviation 5) is a second brake of the
+     same kind: its mean over the policy's samples is −α·(KL(π‖p_θ) + H(π)), so `--kl-coef 0` still leaves
+     α = 0.3 per nat toward the RM's language model.
 """
 
 import copy

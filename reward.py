@@ -46,7 +46,8 @@ Deviations from the paper:
      0.611). Held-out accuracy against the labels, the criterion until 2026-12, moves by less than its noise
      between epochs (160 prompts, ~3k pairs, standard error ~0.8 points): 68.3%, 67.5%, 68.3% in one run, where
      the tie kept epoch 1, whose right > "I don't know" was 0.47; the same comparisons trained in fp32 kept
-     epoch 3 (68.4%) at 0.74, with a break-even P(right) of 0.39 instead of 1.00 (EARLIER_RUNS.md, "Tried and not kept").
+     epoch 3 (68.4%) at 0.74, with a break-even P(right) of 0.39 instead of 1.00 (EARLIER_RUNS.md, "Tried and
+     not kept").
   4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
      paper's 73% inter-labeler agreement.
   5. The RM keeps the SFT model's unembedding: r_θ(x, y) = w·h_EOT + b + α·log p_θ(y|x), with a fixed α = 0.3
@@ -59,8 +60,9 @@ Deviations from the paper:
      0.97; α learned from 0, 66.5% and 0.90. On the 4,000-step base α = 0.3 beat 0.1 (73.6% vs 72.3%), and PPO
      on it with β = 0.1 won 52.4% against SFT (mean of three seeds) where α = 0.1 with β = 0.02 won 50.7% (README),
      so 0.3 is the default. Best-of-n from SFT on 400 eval prompts agrees (README): the answers this RM picks
-     score gold +0.65 at n = 4, against +0.55 for α = 0, +0.63 for 0.6 and +0.62 for 1.0. Over a policy's own samples the second part averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM
-     pays α per nat it moves from the RM's language model (which starts as SFT), on top of its own β.
+     score gold +0.65 at n = 4, against +0.55 for α = 0, +0.63 for 0.6 and +0.62 for 1.0. Over a policy's own
+     samples the second part averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM pays α per nat it moves from
+     the RM's language model (which starts as SFT), on top of its own β.
      `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
 """
 
