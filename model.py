@@ -723,7 +723,8 @@ def set_precision(name, device):
         die(f"--precision bf16 asked for, but this {device} has no native bf16 matmul: use --precision fp32")
     speedup = bf16_speedup(device) if name == "auto" else None
     BF16 = name == "bf16" or (name == "auto" and auto_bf16(device))
-    why = f" (auto: a bf16 matmul runs at {speedup:.2f}x fp32 here)" if speedup is not None else ""
+    why = "" if speedup is None else (f" (auto: a bf16 matmul runs at {speedup:.2f}x fp32 here)" if speedup > 0
+                                      else f" (auto: this {device} has no native bf16 matmul)")
     print(f"precision: {'bf16 autocast' if BF16 else 'fp32'}{why}")
 
 

@@ -228,12 +228,14 @@ def test_bf16_autocast_keeps_heads_fp32_and_stays_close_to_fp32(impl, monkeypatc
     assert F.cosine_similarity(g16.flatten(), g32.flatten(), dim=0) > 0.99
 
 
-def test_precision_bf16_without_native_support_is_a_clear_error(monkeypatch):
+def test_precision_bf16_without_native_support_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setattr(M, "native_bf16", lambda device: False)
     with pytest.raises(SystemExit, match="--precision fp32"):
         M.set_precision("bf16", "cpu")
+    capsys.readouterr()
     M.set_precision("auto", "cpu")
     assert M.BF16 is False
+    assert "no native bf16 matmul" in capsys.readouterr().out  # not "runs at 0.00x fp32"
 
 
 def test_precision_auto_follows_the_measured_bf16_speedup(monkeypatch):
