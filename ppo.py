@@ -169,6 +169,13 @@ def forward_policy(policy, ids, temperature, mask):
     return torch.zeros(on.shape, device=ids.device, dtype=lp.dtype).masked_scatter(on, lp), h
 
 
+def sharpness(logits, targets):
+    """d log π_s(y_t) / ds at s = 1, where π_s = softmax(s · logits): z[y_t] − E_π[z] per token (N,). Summed over a
+    response it says how much a lower temperature would raise that response's probability: positive for a response
+    of likely tokens, very negative for one that took an unlikely turn. logits (N, V), targets (N,)."""
+    return logits.gather(1, targets[:, None])[:, 0] - (torch.softmax(logits, -1) * logits).sum(-1)
+
+
 def per_token_rewards(logp, ref_logp, score, mask, kl_coef):
     """r_t = −β (log π − log π_ref) on response tokens; the sequence score r_θ(x, y) added on the last one.
 
@@ -249,10 +256,16 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
             reward = score - M.reward_from_ids(rm, *build_sequences(enc, prompt_ids, greedy, device))
     if cfg.eos_trick:
         reward = torch.where(ended, reward, torch.full_like(score, cfg.no_eos_score))
-    logits = policy.logits(h[mask.bool()]) / cfg.temperature  # (N, V) at the response positions, for the entropy log
+    # for the log only: the entropy, and whether the reward pays for sharpening. The correlation of each response's
+    # reward with its summed sharpness is the policy gradient's component along the logit scale (a temperature),
+    # normalised: > 0 means that lowering the temperature would raise the expected reward.
+    on = mask.bool()
+    logits = policy.logits(h[on]) / cfg.temperature  # (N, V) at the response positions
     entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1).mean()
+    sharp = torch.zeros(on.shape, device=device).masked_scatter(on, sharpness(logits, ids[:, 1:][on])).sum(1)  # (B,)
+    sharp_corr = torch.corrcoef(torch.stack([reward, sharp]))[0, 1]
     return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, reward=reward,
-                ended=ended, responses=responses, entropy=entropy.item())
+                ended=ended, responses=responses, entropy=entropy.item(), sharp_corr=sharp_corr.item())
 
 
 def ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx_batches, rng):
@@ -428,6 +441,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
         top, top_n = Counter(texts).most_common(1)[0]
         row = dict(round=round_, iter=it, rm_score=batch["score"].mean().item(), reward=batch["reward"].mean().item(),
                    gold=log_gold(batch_records, texts), kl=seq_kl, kl_coef=kl_coef, entropy=batch["entropy"],
+                   sharp_corr=batch["sharp_corr"],
                    resp_len=batch["mask"].sum(1).mean().item(),
                    no_eos=1 - batch["ended"].float().mean().item(), distinct=len(set(texts)) / len(texts),
                    top_response=top, top_share=top_n / len(texts), **stats)

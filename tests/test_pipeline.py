@@ -110,7 +110,7 @@ def test_ppo_logs_every_iteration_with_stable_names(chain):
     rows = [json.loads(line) for line in open(os.path.join(chain, "ppo_log.jsonl"))]
     assert len(rows) == ppo.PRESETS["test"].iterations
     for k in ["rm_score", "reward", "gold", "kl", "entropy", "approx_kl", "clipfrac", "vf_loss", "resp_len", "no_eos",
-              "distinct", "top_response"]:
+              "distinct", "top_response", "sharp_corr"]:
         assert all(k in r for r in rows), k
     ptx = [json.loads(line) for line in open(os.path.join(chain, "ppo_ptx_log.jsonl"))]
     assert all("ptx_loss" in r for r in ptx)

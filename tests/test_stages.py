@@ -272,6 +272,15 @@ def test_kl_penalty_on_response_tokens_only_and_score_on_last_token():
     assert torch.allclose(rewards, expected)
 
 
+def test_sharpness_is_the_derivative_of_log_prob_along_the_logit_scale():
+    torch.manual_seed(0)
+    z, y = torch.randn(5, 11, dtype=torch.float64), torch.randint(0, 11, (5,))
+    logp = lambda s: torch.log_softmax(s * z, -1).gather(1, y[:, None])[:, 0]  # noqa: E731
+    numeric = (logp(1 + 1e-6) - logp(1 - 1e-6)) / 2e-6
+    assert torch.allclose(ppo.sharpness(z, y), numeric, atol=1e-6)
+    assert (ppo.sharpness(z, z.argmax(1)) > 0).all()  # the likeliest token gains from a lower temperature
+
+
 @pytest.mark.parametrize("bf16", [False, True])
 def test_ppo_ratio_is_one_before_first_update(enc, bf16, monkeypatch):
     """As ppo_update computes it: a minibatch of the rollout's rows, under the same autocast (bf16 or not)."""
