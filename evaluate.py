@@ -359,7 +359,8 @@ def main():
     cloze = M.read_jsonl(os.path.join(ddir, "cloze.jsonl"), args.preset)[: S["cloze"]]
     with open(os.path.join(ddir, "corpus_heldout.txt"), encoding="utf-8") as f:
         lm_tokens = torch.tensor(enc.encode(f.read(), allowed_special={M.EOT}))
-    hint = lambda s: f"python {s} --preset {args.preset}"  # noqa: E731
+    made_by = {"base": "pretrain.py", "sft": "sft.py", "rm": "reward.py", "ppo": "ppo.py", "ppo_ptx": "ppo.py --ptx"}
+    hint = lambda n: f"python {made_by[n]} --preset {args.preset}" + (f" --out {out}" if args.out else "")  # noqa: E731
     load = lambda n, **kw: M.load_checkpoint(os.path.join(out, f"{n}.pt"), hint(n), enc.tokenizer_id, device, **kw)[0]  # noqa: E731
     sft = load("sft").eval()
     rm = load("rm").eval() if os.path.exists(os.path.join(out, "rm.pt")) else None

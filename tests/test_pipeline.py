@@ -50,6 +50,11 @@ def chain(tmp_path_factory):
     return out
 
 
+def test_evaluate_names_the_command_that_makes_a_missing_checkpoint(chain, tmp_path):
+    with pytest.raises(SystemExit, match=f"not found: run `python sft.py --preset test --out {tmp_path}` first"):
+        run(evaluate, "--preset", "test", "--out", str(tmp_path))
+
+
 def test_chain_writes_every_stage_output(chain):
     for f in ["base.pt", "sft.pt", "rm.pt", "ppo.pt", "ppo_ptx.pt", "comparisons.jsonl", "eval.json", "report.md",
               "pretrain_metrics.json", "sft_metrics.json", "reward_metrics.json", "ppo_metrics.json",
