@@ -6,6 +6,7 @@ Evaluation: the paper's findings (§4), reproduced in miniature, judged by the s
     python evaluate.py --preset cpu --samples 4        # four sampled answers per prompt: less draw noise
     python evaluate.py --preset cpu --bon-prompts 400  # best-of-n on 400 prompts instead of 100
     python evaluate.py --preset cpu --sft-temperature 0  # without the sharpened-SFT row
+    python evaluate.py --preset cpu --ppo-temperature 0.5  # PPO sharpened too: do the two gains add up?
 
 Reads  out/<preset>/{base,sft,ppo,ppo_ptx,rm}.pt (whichever exist), ppo*_log.jsonl, reward_metrics.json,
        data/<preset>/eval_prompts.jsonl, corpus_heldout.txt, cloze.jsonl
@@ -39,7 +40,8 @@ Deviations from the paper:
      answers per prompt (each against SFT's answer drawn with the same random numbers; 100 s instead of 65 s at
      cpu), and its confidence interval counts prompts, not answers.
   3. One baseline the paper does not have: SFT sampled at T = 0.5 (`--sft-temperature`), judged like the others
-     (its KL, LM loss and cloze are those of the tempered distribution softmax(z / T)).
+     (its KL, LM loss and cloze are those of the tempered distribution softmax(z / T)); `--ppo-temperature` adds
+     PPO at a lower temperature the same way, to compare the two at equal decoding.
 """
 
 import json
@@ -348,6 +350,8 @@ def main():
                    help="prompts for best-of-n (default: the preset's, 100 at cpu; each costs 64 SFT samples)")
     p.add_argument("--sft-temperature", dest="sft_temperature", type=float, default=SFT_TEMPERATURE,
                    help=f"also judge SFT sampled at this temperature (default {SFT_TEMPERATURE}; 0: skip)")
+    p.add_argument("--ppo-temperature", dest="ppo_temperature", type=float, default=0.0,
+                   help="also judge PPO sampled at this temperature (default 0: skip)")
     args = p.parse_args()
     S = SETTINGS[args.preset]
     out = args.out or os.path.join("out", args.preset)
@@ -365,16 +369,19 @@ def main():
     sft = load("sft").eval()
     rm = load("rm").eval() if os.path.exists(os.path.join(out, "rm.pt")) else None
     names = [n for n in MODELS if os.path.exists(os.path.join(out, f"{n}.pt"))]
-    sharp = f"sft_T{args.sft_temperature:g}"  # SFT sharpened by temperature alone, no reward
-    names += [sharp] if args.sft_temperature > 0 else []
+    tempered = {}  # row -> (model, temperature): a model sampled once more at a lower temperature, no training
+    for n, t in (("sft", args.sft_temperature), ("ppo", args.ppo_temperature)):
+        if t > 0 and n in names:
+            tempered[f"{n}_T{t:g}"] = (n, t)
+    names += list(tempered)
     print(f"evaluating {names} (+ best-of-{BON_NS} from SFT)" if rm else f"evaluating {names}",
           f"on {len(records)} eval prompts x {args.samples} sampled answer(s)")
     drawn = [r for r in records for _ in range(args.samples)]  # each prompt args.samples times, consecutively
 
     texts, res, totals = {}, {}, {}
     for n in ["sft"] + [n for n in names if n != "sft"]:
-        m = sft if n in ("sft", sharp) else load(n).eval()
-        t = args.sft_temperature if n == sharp else TEMPERATURE
+        src, t = tempered.get(n, (n, TEMPERATURE))
+        m = sft if src == "sft" else load(src).eval()
         gen = torch.Generator(device=device).manual_seed(args.seed)  # the same random numbers for every model
         outs = M.respond(m, enc, [r["prompt"] for r in drawn], S["max_new_tokens"], t, generator=gen)
         texts[n] = [M.decode(enc, o) for o in outs]
@@ -458,7 +465,7 @@ def main():
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
                rm_probe=rmm.get("probe", {}), n_prompts=len(records), samples_per_prompt=args.samples,
                demonstrations_vs_sft=ceiling, best_of_n_by_gold=bon_gold,
-               decoding=f"sampled at T={TEMPERATURE}" + (f" ({sharp}: T={args.sft_temperature:g})" if sharp in res else "")
+               decoding=f"sampled at T={TEMPERATURE}" + "".join(f" ({n}: T={t:g})" for n, (_, t) in tempered.items())
                         + f", seed {args.seed}, {args.samples} answer(s) per prompt; best-of-n: T=1, seed 0")
     flags = hacking_flags(res)
     ordered = {n: {k: res[n][k] for k in KEYS} | {k: v for k, v in res[n].items() if k not in KEYS} for n in res}

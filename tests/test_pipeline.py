@@ -144,17 +144,21 @@ def test_sharpened_sft_is_scored_at_its_own_temperature(chain):
     assert ev["models"]["sft_T0.5"]["heldout_lm_loss"] != ev["models"]["sft"]["heldout_lm_loss"]
 
 
-def test_evaluation_with_several_answers_per_prompt(chain, tmp_path):
+def test_evaluation_with_several_answers_per_prompt_and_rows_at_another_temperature(chain, tmp_path):
     for f in os.listdir(chain):
         if f.endswith((".pt", ".jsonl", "_metrics.json")):
             os.symlink(os.path.join(chain, f), tmp_path / f)
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        run(evaluate, "--preset", "test", "--out", str(tmp_path), "--samples", "2", "--bon-prompts", "6")
+        run(evaluate, "--preset", "test", "--out", str(tmp_path), "--samples", "2", "--bon-prompts", "6",
+            "--sft-temperature", "0", "--ppo-temperature", "0.5")
     finally:
         os.chdir(cwd)
     one, two = (json.load(open(os.path.join(d, "eval.json"))) for d in (chain, tmp_path))
+    # the tempered rows: SFT's skipped (0), PPO's judged at its own temperature
+    assert "sft_T0.5" not in two["models"] and "ppo_T0.5: T=0.5" in two["decoding"]
+    assert two["models"]["ppo_T0.5"]["heldout_lm_loss"] != two["models"]["ppo"]["heldout_lm_loss"]
     assert two["samples_per_prompt"] == 2 and two["n_prompts"] == one["n_prompts"]
     assert two["models"]["sft"]["win_rate_vs_sft"] == 0.5 and two["models"]["bo4"]["n_prompts"] == 6
     for m in two["models"].values():
