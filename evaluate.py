@@ -465,7 +465,8 @@ def main():
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
                rm_probe=rmm.get("probe", {}), n_prompts=len(records), samples_per_prompt=args.samples,
                demonstrations_vs_sft=ceiling, best_of_n_by_gold=bon_gold,
-               decoding=f"sampled at T={TEMPERATURE}" + "".join(f" ({n}: T={t:g})" for n, (_, t) in tempered.items())
+               decoding=f"sampled at T={TEMPERATURE}"
+                        + (" (" + ", ".join(f"{n}: T={t:g}" for n, (_, t) in tempered.items()) + ")" if tempered else "")
                         + f", seed {args.seed}, {args.samples} answer(s) per prompt; best-of-n: T=1, seed 0")
     flags = hacking_flags(res)
     ordered = {n: {k: res[n][k] for k in KEYS} | {k: v for k, v in res[n].items() if k not in KEYS} for n in res}
