@@ -503,6 +503,7 @@ def main():
     p.add_argument("--target-kl", dest="target_kl", type=float)
     p.add_argument("--ptx-coef", dest="ptx_coef", type=float, help="γ of PPO-ptx (writes ppo_ptx.pt if > 0)")
     p.add_argument("--ptx", action="store_true", help="PPO-ptx with the preset's ptx_coef")
+    p.add_argument("--temperature", type=float, help="of the rollouts, the log-probs and the dev checks (default 1)")
     p.add_argument("--no-eos-score", dest="no_eos_score", type=float)
     p.add_argument("--no-eos-trick", dest="eos_trick", action="store_const", const=False,
                    help="score responses that never end with the RM like any other (an exercise)")
