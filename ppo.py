@@ -20,7 +20,8 @@ Writes out/<preset>/ppo.pt (or ppo_ptx.pt; the checkpoint kept), ppo_last.pt (th
        ppo_log.jsonl (ppo_ptx_log.jsonl), ppo_metrics.json, ppo_curves.png
 
 One iteration (CleanRL's ppo.py, adapted to language as in Ziegler et al. 2019 and Stiennon et al. 2020):
-  1. Rollout: sample a response y to each of a batch of prompts x from the policy (temperature 1, KV cache).
+  1. Rollout: sample a response y to each of a batch of prompts x from the policy (temperature 1 unless
+     `--temperature`; KV cache).
   2. Score: r_θ(x, y) at the final <|endoftext|>; a response that never emits EOT gets a fixed low score instead
      (the "EOS trick": otherwise the policy can learn to ramble past the length limit).
   3. Per-token reward: r_t = −β·(log π(y_t) − log π_ref(y_t)) on every response token, plus r_θ(x, y) − r_θ(x, ȳ)
