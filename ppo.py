@@ -264,9 +264,10 @@ def rollout(policy, ref, rm, value, enc, records, cfg, gen, device):
     logits = policy.logits(h[on]) / cfg.temperature  # (N, V) at the response positions
     entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1).mean()
     sharp = torch.zeros(on.shape, device=device).masked_scatter(on, sharpness(logits, ids[:, 1:][on])).sum(1)  # (B,)
-    sharp_corr = torch.corrcoef(torch.stack([reward, sharp]))[0, 1]
+    sharp_corr = torch.corrcoef(torch.stack([reward, sharp]))[0, 1].item()
+    sharp_corr = None if np.isnan(sharp_corr) else sharp_corr  # undefined (null in the log) if all rewards are equal
     return dict(ids=ids, mask=mask, logp=logp, ref_logp=ref_logp, values=values, score=score, reward=reward,
-                ended=ended, responses=responses, entropy=entropy.item(), sharp_corr=sharp_corr.item())
+                ended=ended, responses=responses, entropy=entropy.item(), sharp_corr=sharp_corr)
 
 
 def ppo_update(policy, value, opt, batch, adv, returns, cfg, ptx_batches, rng):
