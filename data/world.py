@@ -235,10 +235,15 @@ DOCS = [(doc_encyclopedia, .27), (doc_forum, .19), (doc_story, .08), (doc_review
         (doc_reading, .06), (doc_forum_misc, .04)]
 
 
-def make_corpus(kb, cfg, rng):
-    """(training docs, held-out docs): lists of (kind, lines, entity or None) until the char budget is met."""
+def make_corpus(kb, cfg, rng, reading_share=None):
+    """(training docs, held-out docs): lists of (kind, lines, entity or None) until the char budget is met.
+    reading_share: the share of documents that are reading tests (default: DOCS's 0.06; the others shrink
+    in proportion)."""
     common = [e for e in kb["entities"] if e["tier"] == "common"]
     weights = {f.__name__: p for f, p in DOCS}
+    if reading_share is not None:
+        rest = sum(weights.values()) - weights["doc_reading"]
+        weights["doc_reading"] = rest * reading_share / (1 - reading_share)
     funcs = {f.__name__: f for f, _ in DOCS}
 
     def one():
@@ -352,13 +357,15 @@ def write_jsonl(path, recs):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def build(preset, seed, out_dir, nokb_extra=0, strangers=0):
+def build(preset, seed, out_dir, nokb_extra=0, strangers=0, reading_share=None):
     """Generate every file of the world into out_dir. Returns the summary dict. Two experiments (EARLIER_RUNS.md):
 
     nokb_extra: that many more made-up names in no KB for the training prompts (SFT, RM, PPO, dev), drawn after
     the tokenizer so that the corpus, tokenizer and eval prompts stay byte-identical.
     strangers: that many forum threads in the corpus asking about a name no other document mentions, answered
-    "Never heard of ..." (a new corpus and tokenizer: pretrain again)."""
+    "Never heard of ..." (a new corpus and tokenizer: pretrain again).
+    reading_share: the share of corpus documents that are reading tests (default 0.06; a new corpus and
+    tokenizer: pretrain again)."""
     t0 = time.time()
     cfg = PRESETS[preset]
     R = lambda name: random.Random(f"{seed}/{name}")  # one independent, reproducible stream per part
@@ -366,7 +373,7 @@ def build(preset, seed, out_dir, nokb_extra=0, strangers=0):
     names = {e["name"] for e in kb["entities"] + kb["nokb"]} | set(kb["story_names"])
     if strangers:  # make_names adds them to `names`, which the tokenizer below keeps unmerged too
         kb["strangers"] = tasks.make_names(R("strangers"), strangers, names)
-    docs, heldout = make_corpus(kb, cfg, R("corpus"))
+    docs, heldout = make_corpus(kb, cfg, R("corpus"), reading_share)
     text, htext = corpus_text(docs), corpus_text(heldout)
     t_corpus = time.time()
     ranks = bpe.train(text.replace(SEP, "\n"), cfg["vocab"] - len(bpe.SPECIAL_TOKENS), exclude=names)
@@ -517,9 +524,13 @@ def main(argv=None):
                     help="more made-up names in no KB for the training prompts (an experiment; corpus unchanged)")
     ap.add_argument("--strangers", type=int, default=0,
                     help="forum threads about names nobody knows, answered 'Never heard of' (an experiment; new corpus)")
+    ap.add_argument("--reading-share", dest="reading_share", type=float, default=None,
+                    help="share of corpus documents that are reading tests (default 0.06; an experiment; new corpus)")
     args = ap.parse_args(argv)
+    if args.reading_share is not None and not 0 <= args.reading_share < 1:
+        ap.error(f"--reading-share must be in [0, 1), got {args.reading_share}")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), args.preset)
-    summary, times = build(args.preset, args.seed, out, args.nokb_extra, args.strangers)
+    summary, times = build(args.preset, args.seed, out, args.nokb_extra, args.strangers, args.reading_share)
     print_summary(summary, times, out)
 
 
