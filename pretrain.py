@@ -13,7 +13,7 @@ also the bad habits; it has never seen the chat format, so it does not follow in
                                                # stages after it read the size from base.pt (EARLIER_RUNS.md,
                                                # "Measured on the AMX machine")
 
-Reads  data/<preset>/corpus.txt, corpus_heldout.txt, tokenizer.bpe, eval_prompts.jsonl (knowledge probe)
+Reads  data/<preset>/corpus.txt, corpus_heldout.txt, tokenizer.bpe, eval_prompts.jsonl, kb.json (the probes)
 Writes out/<preset>/base.pt, pretrain_metrics.json, pretrain_loss.png
 
 Objective: next-token cross-entropy, −(1/N) Σ_t log π(x_t | x_<t), on random windows of the corpus.
@@ -29,7 +29,9 @@ Deviations from the paper (GPT-3: 175B parameters, 300B tokens):
   3. A byte-level BPE of a few thousand tokens trained on our corpus instead of GPT-2's 50k vocabulary.
 """
 
+import json
 import os
+import random
 import time
 from dataclasses import asdict, dataclass
 
@@ -114,6 +116,29 @@ def knowledge_probe(model, enc, records, max_new_tokens=16):
     return float(np.mean(right)) if right else float("nan"), list(zip(pairs, texts))
 
 
+@torch.no_grad()
+def reading_probe(model, enc, kb, n=200, seed=0, max_new_tokens=12):
+    """New reading tests like the corpus's (data/world.py, doc_reading): the share whose first question the model
+    answers with the right person's job or pet, which only the passage tells (greedy, corpus format).
+
+    Two or three people per passage, so a value of the passage picked at random is right ~40% of the time.
+    Closed QA asks the same of SFT: what the base model cannot look up here, SFT has nothing to unlock.
+    """
+    from data.world import doc_reading
+
+    rng = random.Random(seed)
+    docs = [doc_reading(rng, kb) for _ in range(n)]  # ["Reading test.", passage, "Q: ...", "A: ... value.", ...]
+    prompts = [enc.encode("\n".join(d[:3]) + "\nA:") for d in docs]
+    answers = [d[3].rstrip(".").split()[-1] for d in docs]
+    model.eval()
+    outs = []
+    for i in range(0, n, 64):
+        outs += M.generate(model, prompts[i : i + 64], max_new_tokens, temperature=0, eot=enc.eot_token)
+    model.train()
+    firsts = [M.decode(enc, o).split("\n")[0] for o in outs]
+    return float(np.mean([a in t.rstrip(".").split() for a, t in zip(answers, firsts)]))
+
+
 def main():
     p = M.stage_args(__doc__.split("\n")[1])
     p.add_argument("--max-iters", dest="max_iters", type=int)
@@ -195,6 +220,9 @@ def main():
     for (prefix, answer), text in examples[:3]:
         print(f"{prefix[-60:]!r} -> {text!r} (right: {answer!r})")
     print(f"common-tier facts right: {acc_common:.1%} of {len(common)}; rare-tier: {acc_rare:.1%} of {len(rare)}")
+    with open(os.path.join(ddir, "kb.json")) as f:
+        acc_reading = reading_probe(model, enc, json.load(f))
+    print(f"reading tests (a job or pet looked up in the passage; chance ~40%): {acc_reading:.1%} of 200")
 
     metrics = dict(
         train_loss=float(np.mean(log["train"][-20:])),
@@ -205,6 +233,7 @@ def main():
         params=model.num_params(),
         base_common_fact_accuracy=acc_common,
         base_rare_fact_accuracy=acc_rare,
+        base_reading_accuracy=acc_reading,
         config=asdict(cfg),
     )
     M.write_json(os.path.join(out, "pretrain_metrics.json"), metrics)

@@ -3,6 +3,7 @@
     python data/world.py --preset cpu [--seed 0]      (or: python -m data.world --preset cpu)
     python data/world.py --preset cpu --nokb-extra 400   # experiments (EARLIER_RUNS.md, "Measured on the AMX machine"):
     python data/world.py --preset cpu --strangers 2000   # run them in a second checkout, not over data/cpu
+    python data/world.py --preset cpu --reading-share 0.2   # (README, "Closed QA is the base model's limit")
 
 Paper analogue (Ouyang et al. 2022): the internet text GPT-3 was pretrained on, the prompts users sent
 the OpenAI API (§3.2, Table 1), and the labelers' demonstrations (§3.4). Nothing is downloaded: a seeded

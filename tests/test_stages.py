@@ -10,6 +10,7 @@ import torch
 import evaluate
 import model as M
 import ppo
+import pretrain
 import reward
 import sft
 from data.bpe import encoding, train
@@ -25,6 +26,25 @@ def tiny(enc, scalar_head=False):
     torch.manual_seed(0)
     cfg = M.GPTConfig(vocab_size=enc.n_vocab, block_size=64, n_layer=1, n_head=2, n_embd=16, scalar_head=scalar_head)
     return M.GPT(cfg).eval()
+
+
+# ---------------------------------------------------------------------------------------------- pretraining
+def test_reading_probe_counts_the_asked_persons_value_from_the_passage(enc, monkeypatch):
+    """A model that answers each reading test as its answer line does scores 1; one that answers with the
+    answer line of the next test (another passage's people and values) scores near 0."""
+    from data.world import doc_reading
+
+    kb = {"story_names": ["Dorvan", "Kalomi", "Tivober", "Rodon", "Sosar", "Leler"]}
+    rng = random.Random(0)
+    docs = [doc_reading(rng, kb) for _ in range(40)]  # the probe's own docs: same seed, same order
+    for shift, lo, hi in [(0, 1.0, 1.0), (1, 0.0, 0.3)]:
+        queue = iter(docs[shift:] + docs[:shift])
+
+        def fake_generate(model, prompts, *a, **k):
+            return [M.encode_response(enc, next(queue)[3][len("A: "):]) for _ in prompts]
+
+        monkeypatch.setattr(M, "generate", fake_generate)
+        assert lo <= pretrain.reading_probe(tiny(enc), enc, kb, n=40, seed=0) <= hi
 
 
 # ---------------------------------------------------------------------------------------------- SFT

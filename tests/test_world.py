@@ -84,6 +84,20 @@ def test_strangers_are_asked_about_once_in_the_corpus_and_known_to_nobody(w, tmp
     assert "strangers" not in w["kb"]  # the default world has none
 
 
+def test_reading_share_sets_the_share_of_reading_tests_in_the_corpus(w, tmp_path):
+    """`world.py --reading-share P` (an experiment): about P of the corpus documents are reading tests, the prompt
+    sets stay the same, and the default share is DOCS's."""
+    def share(d):
+        docs = open(os.path.join(d, "corpus.txt")).read().split(world.SEP)
+        return sum(doc.startswith("Reading test.") for doc in docs) / len(docs)
+
+    d = str(tmp_path / "reading")
+    world.build("test", 0, d, reading_share=0.3)
+    assert 0.25 < share(d) < 0.35 and 0.03 < share(w["dir"]) < 0.09
+    for f in ["sft.jsonl", "eval_prompts.jsonl"]:
+        assert open(os.path.join(w["dir"], f), "rb").read() == open(os.path.join(d, f), "rb").read(), f
+
+
 def test_every_record_is_valid_and_ids_are_unique(w):
     recs = w["sft"] + w["rm"] + w["ppo"] + w["dev"] + w["eval"]
     for r in recs:
