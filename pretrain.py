@@ -25,7 +25,8 @@ Deviations from the paper (GPT-3: 175B parameters, 300B tokens):
      the same corpus and SFT data (README, "What you should see"), 8M tokens gave an SFT model that met the
      competence goal on 9 of 13 task families, 16M tokens on 12 (rewrite 18% -> 61%, brainstorming 41% -> 68%,
      rare facts known 10% -> 31%), while a 2.5x larger model on 8M tokens also met 9. 4M tokens gave sums 52%.
-  2. The "internet" is generated (data/world.py), so we can measure exactly which facts the model knows.
+  2. The "internet" is generated (data/world.py), so we can measure exactly which facts the model knows, and
+     whether it can look a fact up in its context (the reading probe: what closed QA will ask of SFT).
   3. A byte-level BPE of a few thousand tokens trained on our corpus instead of GPT-2's 50k vocabulary.
 """
 

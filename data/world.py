@@ -3,7 +3,7 @@
     python data/world.py --preset cpu [--seed 0]      (or: python -m data.world --preset cpu)
     python data/world.py --preset cpu --nokb-extra 400   # experiments (EARLIER_RUNS.md, "Measured on the AMX machine"):
     python data/world.py --preset cpu --strangers 2000   # run them in a second checkout, not over data/cpu
-    python data/world.py --preset cpu --reading-share 0.2   # (README, "Closed QA is the base model's limit")
+    python data/world.py --preset cpu --reading-share 0.06  # the corpus of the README's earlier runs
 
 Paper analogue (Ouyang et al. 2022): the internet text GPT-3 was pretrained on, the prompts users sent
 the OpenAI API (§3.2, Table 1), and the labelers' demonstrations (§3.4). Nothing is downloaded: a seeded
@@ -234,17 +234,22 @@ def doc_forum_misc(rng, kb):
 DOCS = [(doc_encyclopedia, .27), (doc_forum, .19), (doc_story, .08), (doc_review, .05), (doc_list, .05),
         (doc_arithmetic, .07), (doc_games, .07), (doc_letter, .04), (doc_toxic, .03), (doc_passage, .05),
         (doc_reading, .06), (doc_forum_misc, .04)]
+# Reading tests are a fifth of the documents, not the 6% DOCS gives them (the others shrink in proportion): a
+# base model must learn to look a fact up in its context before SFT can ask it to. Measured at cpu on one base
+# model each (README, "What you should see"): with 6%, new reading tests are answered with the right person's job or
+# pet 17.5% of the time (chance ~40%) and SFT answers closed QA 48% right (one of the passage's two values, at
+# random); with 20%, 98.5% and 88%, brainstorming 71% -> 89%, while the base model knows fewer facts (common 97% ->
+# 96%, rare 45% -> 38%).
+READING_SHARE = 0.2
 
 
-def make_corpus(kb, cfg, rng, reading_share=None):
+def make_corpus(kb, cfg, rng, reading_share=READING_SHARE):
     """(training docs, held-out docs): lists of (kind, lines, entity or None) until the char budget is met.
-    reading_share: the share of documents that are reading tests (default: DOCS's 0.06; the others shrink
-    in proportion)."""
+    reading_share: the share of documents that are reading tests; the other kinds keep DOCS's proportions."""
     common = [e for e in kb["entities"] if e["tier"] == "common"]
     weights = {f.__name__: p for f, p in DOCS}
-    if reading_share is not None:
-        rest = sum(weights.values()) - weights["doc_reading"]
-        weights["doc_reading"] = rest * reading_share / (1 - reading_share)
+    rest = sum(weights.values()) - weights["doc_reading"]
+    weights["doc_reading"] = rest * reading_share / (1 - reading_share)
     funcs = {f.__name__: f for f, _ in DOCS}
 
     def one():
@@ -358,15 +363,15 @@ def write_jsonl(path, recs):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def build(preset, seed, out_dir, nokb_extra=0, strangers=0, reading_share=None):
+def build(preset, seed, out_dir, nokb_extra=0, strangers=0, reading_share=READING_SHARE):
     """Generate every file of the world into out_dir. Returns the summary dict. Two experiments (EARLIER_RUNS.md):
 
     nokb_extra: that many more made-up names in no KB for the training prompts (SFT, RM, PPO, dev), drawn after
     the tokenizer so that the corpus, tokenizer and eval prompts stay byte-identical.
     strangers: that many forum threads in the corpus asking about a name no other document mentions, answered
     "Never heard of ..." (a new corpus and tokenizer: pretrain again).
-    reading_share: the share of corpus documents that are reading tests (default 0.06; a new corpus and
-    tokenizer: pretrain again)."""
+    reading_share: the share of corpus documents that are reading tests (0.06 gives the corpus before it was
+    0.2; a new corpus and tokenizer: pretrain again)."""
     t0 = time.time()
     cfg = PRESETS[preset]
     R = lambda name: random.Random(f"{seed}/{name}")  # one independent, reproducible stream per part
@@ -525,10 +530,11 @@ def main(argv=None):
                     help="more made-up names in no KB for the training prompts (an experiment; corpus unchanged)")
     ap.add_argument("--strangers", type=int, default=0,
                     help="forum threads about names nobody knows, answered 'Never heard of' (an experiment; new corpus)")
-    ap.add_argument("--reading-share", dest="reading_share", type=float, default=None,
-                    help="share of corpus documents that are reading tests (default 0.06; an experiment; new corpus)")
+    ap.add_argument("--reading-share", dest="reading_share", type=float, default=READING_SHARE,
+                    help=f"share of corpus documents that are reading tests (default {READING_SHARE}; 0.06 gives "
+                         "the corpus of the README's earlier runs; a new corpus: pretrain again)")
     args = ap.parse_args(argv)
-    if args.reading_share is not None and not 0 <= args.reading_share < 1:
+    if not 0 <= args.reading_share < 1:
         ap.error(f"--reading-share must be in [0, 1), got {args.reading_share}")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), args.preset)
     summary, times = build(args.preset, args.seed, out, args.nokb_extra, args.strangers, args.reading_share)
