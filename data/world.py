@@ -236,7 +236,7 @@ DOCS = [(doc_encyclopedia, .27), (doc_forum, .19), (doc_story, .08), (doc_review
         (doc_reading, .06), (doc_forum_misc, .04)]
 # Reading tests are a fifth of the documents, not the 6% DOCS gives them (the others shrink in proportion): a
 # base model must learn to look a fact up in its context before SFT can ask it to. Measured at cpu on one base
-# model each (README, "What you should see"): with 6%, new reading tests are answered with the right person's job or
+# model each (README, "The current corpus"): with 6%, new reading tests are answered with the right person's job or
 # pet 17.5% of the time (chance ~40%) and SFT answers closed QA 48% right (one of the passage's two values, at
 # random); with 20%, 98.5% and 88%, brainstorming 71% -> 89%, while the base model knows fewer facts (common 97% ->
 # 96%, rare 45% -> 38%).
@@ -364,14 +364,14 @@ def write_jsonl(path, recs):
 
 
 def build(preset, seed, out_dir, nokb_extra=0, strangers=0, reading_share=READING_SHARE):
-    """Generate every file of the world into out_dir. Returns the summary dict. Two experiments (EARLIER_RUNS.md):
+    """Generate every file of the world into out_dir. Returns the summary dict.
 
+    reading_share: the share of corpus documents that are reading tests (0.06 gives the corpus before it was
+    0.2; a new corpus and tokenizer: pretrain again). Two experiments (EARLIER_RUNS.md):
     nokb_extra: that many more made-up names in no KB for the training prompts (SFT, RM, PPO, dev), drawn after
     the tokenizer so that the corpus, tokenizer and eval prompts stay byte-identical.
     strangers: that many forum threads in the corpus asking about a name no other document mentions, answered
-    "Never heard of ..." (a new corpus and tokenizer: pretrain again).
-    reading_share: the share of corpus documents that are reading tests (0.06 gives the corpus before it was
-    0.2; a new corpus and tokenizer: pretrain again)."""
+    "Never heard of ..." (a new corpus and tokenizer: pretrain again)."""
     t0 = time.time()
     cfg = PRESETS[preset]
     R = lambda name: random.Random(f"{seed}/{name}")  # one independent, reproducible stream per part
