@@ -98,6 +98,17 @@ def heldout_loss(model, tokens, B, T, n_batches, seed=0):
 
 
 @torch.no_grad()
+def first_lines(model, enc, prompts, max_new_tokens):
+    """The first line of each prompt's greedy continuation (prompts: token-id lists), in batches of 64."""
+    model.eval()
+    outs = []
+    for i in range(0, len(prompts), 64):
+        outs += M.generate(model, prompts[i : i + 64], max_new_tokens, temperature=0, eot=enc.eot_token)
+    model.train()
+    return [M.decode(enc, o).split("\n")[0] for o in outs]
+
+
+@torch.no_grad()
 def knowledge_probe(model, enc, records, max_new_tokens=16):
     """Ask about KB facts in the corpus's own forum Q&A format; return the share answered right (greedy).
 
@@ -105,15 +116,9 @@ def knowledge_probe(model, enc, records, max_new_tokens=16):
     """
     from data.labeler import corpus_question
 
-    model.eval()
     pairs = [corpus_question(r) for r in records]
-    prompts = [enc.encode(prefix, allowed_special={M.EOT}) for prefix, _ in pairs]
-    outs = []
-    for i in range(0, len(prompts), 64):
-        outs += M.generate(model, prompts[i : i + 64], max_new_tokens, temperature=0, eot=enc.eot_token)
-    texts = [M.decode(enc, o).split("\n")[0] for o in outs]
+    texts = first_lines(model, enc, [enc.encode(prefix, allowed_special={M.EOT}) for prefix, _ in pairs], max_new_tokens)
     right = [answer.lower() in t.lower() for (_, answer), t in zip(pairs, texts)]
-    model.train()
     return float(np.mean(right)) if right else float("nan"), list(zip(pairs, texts))
 
 
@@ -131,12 +136,7 @@ def reading_probe(model, enc, kb, n=200, seed=0, max_new_tokens=12):
     docs = [doc_reading(rng, kb) for _ in range(n)]  # ["Reading test.", passage, "Q: ...", "A: ... value.", ...]
     prompts = [enc.encode("\n".join(d[:3]) + "\nA:") for d in docs]
     answers = [d[3].rstrip(".").split()[-1] for d in docs]
-    model.eval()
-    outs = []
-    for i in range(0, n, 64):
-        outs += M.generate(model, prompts[i : i + 64], max_new_tokens, temperature=0, eot=enc.eot_token)
-    model.train()
-    firsts = [M.decode(enc, o).split("\n")[0] for o in outs]
+    firsts = first_lines(model, enc, prompts, max_new_tokens)
     return float(np.mean([a in t.rstrip(".").split() for a, t in zip(answers, firsts)]))
 
 
