@@ -3,7 +3,7 @@
     python data/world.py --preset cpu [--seed 0]      (or: python -m data.world --preset cpu)
     python data/world.py --preset cpu --nokb-extra 400   # experiments (EARLIER_RUNS.md, "Measured on the AMX machine"):
     python data/world.py --preset cpu --strangers 2000   # run them in a second checkout, not over data/cpu
-    python data/world.py --preset cpu --reading-share 0.06  # the corpus of the README's earlier runs
+    python data/world.py --preset cpu --reading-share 0.06  # reading tests as rare as in the README's earlier runs
 
 Paper analogue (Ouyang et al. 2022): the internet text GPT-3 was pretrained on, the prompts users sent
 the OpenAI API (§3.2, Table 1), and the labelers' demonstrations (§3.4). Nothing is downloaded: a seeded
@@ -140,8 +140,11 @@ def doc_forum(rng, kb, ent):
 
 
 def doc_story(rng, kb):
-    return ["Story:"] + tasks.story_sentences(rng, rng.choice(kb["story_names"]), rng.choice(tasks.ANIMALS),
-                                              rng.randint(2, 6))
+    name, animal, n = rng.choice(kb["story_names"]), rng.choice(tasks.ANIMALS), rng.randint(2, 6)
+    head = rng.choice(["Story:", "Story:", "A tale:", "A tale I made up:",
+                       f"A short tale featuring {name}, composed by a child:",
+                       f"A story about {tasks.art(animal)} {animal} called {name}, in exactly {n} sentences:"])
+    return [head] + tasks.story_sentences(rng, name, animal, n)
 
 
 def doc_review(rng, kb):
@@ -168,22 +171,29 @@ def doc_arithmetic(rng, kb):
     return out
 
 
+# Stories, word games, letters and passages use several words for the same thing ("tale", "upper case", "last word
+# first", "farewell", "extracted"), as text on the internet does. The held-out instruction templates (tasks.py) ask
+# with these words; before 2026-12-05 the corpus never used them, and SFT answered "Turn this into upper case" right
+# 9% of the time (seen phrasings 88%): no model can map a word it has never read onto the task SFT taught.
 def doc_games(rng, kb):
     out = ["Word games."]
     for _ in range(rng.randint(2, 5)):
         src = " ".join(rng.sample(tasks.REWRITE_WORDS, rng.randint(3, 5)))
-        out.append(rng.choice([f"In capital letters, {src} is {src.upper()}.",
-                               f"Backwards, {src} becomes {' '.join(src.split()[::-1])}.",
+        rev = " ".join(src.split()[::-1])
+        out.append(rng.choice([f"In capital letters, {src} is {src.upper()}.", f"In upper case, {src} is {src.upper()}.",
+                               f"Backwards, {src} becomes {rev}.", f"Put last word first, {src} becomes {rev}.",
                                f"The sign said: {src.upper()}."]))
     return out
 
 
 def doc_letter(rng, kb):
     a, b = rng.sample(kb["story_names"], 2)
-    return [rng.choice([f"Dear {a},", f"Hello, {a}!"]),
+    return [rng.choice([f"Dear {a},", f"Hello, {a}!", f"Greetings, {a}!"]),
             rng.choice([f"Thank you for your help, {a}.", f"Congratulations on the new job, {a}! Well done.",
-                        f"It was nice to meet you, {a}.", "I hope you are well."]),
-            rng.choice([f"Goodbye, {a}! Have a safe trip.", "See you soon."]), f"From {b}."]
+                        f"It was nice to meet you, {a}.", "I hope you are well.", f"Thanks for the gift, {a}.",
+                        f"You passed the exam! I send you my congratulations, {a}."]),
+            rng.choice([f"Goodbye, {a}! Have a safe trip.", "See you soon.", f"Farewell, {a}! Have a safe trip."]),
+            f"From {b}."]
 
 
 def doc_toxic(rng, kb):
@@ -202,7 +212,8 @@ def doc_passage(rng, kb):
     a, b = rng.sample(kb["story_names"], 2)
     text, f = tasks.summary_passage(rng, a, b)
     return [text] + rng.choice([[], [f"In short: at the {f['place']}, {a} {f['verb']} a {f['key']} with {b}."],
-                                [f"People in this story: {a}, {b}."]])
+                                [f"People in this story: {a}, {b}."],
+                                [f"Every person's name extracted from the passage: {a}, {b}."]])
 
 
 def doc_reading(rng, kb):
@@ -366,8 +377,9 @@ def write_jsonl(path, recs):
 def build(preset, seed, out_dir, nokb_extra=0, strangers=0, reading_share=READING_SHARE):
     """Generate every file of the world into out_dir. Returns the summary dict.
 
-    reading_share: the share of corpus documents that are reading tests (0.06 gives the corpus before it was
-    0.2; a new corpus and tokenizer: pretrain again). Two experiments (EARLIER_RUNS.md):
+    reading_share: the share of corpus documents that are reading tests (0.06 as before it was 0.2; the README's
+    earlier corpora exactly: this flag at commit 3ee44e1; a new corpus and tokenizer: pretrain again). Two
+    experiments (EARLIER_RUNS.md):
     nokb_extra: that many more made-up names in no KB for the training prompts (SFT, RM, PPO, dev), drawn after
     the tokenizer so that the corpus, tokenizer and eval prompts stay byte-identical.
     strangers: that many forum threads in the corpus asking about a name no other document mentions, answered

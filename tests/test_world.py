@@ -98,6 +98,18 @@ def test_reading_share_sets_the_share_of_reading_tests_in_the_corpus(w, tmp_path
         assert open(os.path.join(w["dir"], f), "rb").read() == open(os.path.join(d, f), "rb").read(), f
 
 
+def test_held_out_instructions_use_words_the_corpus_uses_outside_requests(w):
+    """The key words of the held-out rewrite, chat, story and extraction templates occur in the corpus, in
+    documents that are not requests (word games, letters, stories, passages): a held-out phrasing tests whether
+    SFT's instruction following reaches words pretraining taught, not whether the model can guess new words."""
+    docs = w["corpus"].split(world.SEP)
+    for phrase in ["upper case", "last word first", "tale", "compose", "made up", "farewell", "gift", "send",
+                   "extracted"]:
+        hits = [doc for doc in docs if phrase in doc.lower()]
+        assert hits, phrase
+        assert not any(doc.lstrip().startswith("Q: ") for doc in hits), phrase
+
+
 def test_every_record_is_valid_and_ids_are_unique(w):
     recs = w["sft"] + w["rm"] + w["ppo"] + w["dev"] + w["eval"]
     for r in recs:
