@@ -173,8 +173,9 @@ def doc_arithmetic(rng, kb):
 
 # Stories, word games, letters and passages use several words for the same thing ("tale", "upper case", "last word
 # first", "farewell", "extracted"), as text on the internet does. The held-out instruction templates (tasks.py) ask
-# with these words; before 2026-12-05 the corpus never used them, and SFT answered "Turn this into upper case" right
-# 9% of the time (seen phrasings 88%): no model can map a word it has never read onto the task SFT taught.
+# with these words; before 2026-12-05 the corpus never used them: no model can map a word it has never read onto
+# the task SFT taught. Greedy SFT on the held-out phrasings, without -> with them (README, "Held-out phrasings"; one
+# base model each): stories 34% -> 78%, chat 41% -> 53%, extraction 53% -> 65%, rewrite 9% -> 17%.
 def doc_games(rng, kb):
     out = ["Word games."]
     for _ in range(rng.randint(2, 5)):

@@ -103,9 +103,9 @@ def test_held_out_instructions_use_words_the_corpus_uses_outside_requests(w):
     documents that are not requests (word games, letters, stories, passages): a held-out phrasing tests whether
     SFT's instruction following reaches words pretraining taught, not whether the model can guess new words."""
     docs = w["corpus"].split(world.SEP)
-    for phrase in ["upper case", "last word first", "tale", "compose", "made up", "farewell", "gift", "send",
+    for phrase in ["upper case", "last word first", "tale", "composed", "made up", "farewell", "gift", "send",
                    "extracted"]:
-        hits = [doc for doc in docs if phrase in doc.lower()]
+        hits = [doc for doc in docs if re.search(rf"\b{phrase}\b", doc.lower())]
         assert hits, phrase
         assert not any(doc.lstrip().startswith("Q: ") for doc in hits), phrase
 
