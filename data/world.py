@@ -175,7 +175,8 @@ def doc_arithmetic(rng, kb):
 # first", "farewell", "extracted"), as text on the internet does. The held-out instruction templates (tasks.py) ask
 # with these words; before 2026-12-05 the corpus never used them: no model can map a word it has never read onto
 # the task SFT taught. Greedy SFT on the held-out phrasings, without -> with them (README, "Held-out phrasings"; one
-# base model each): stories 34% -> 78%, chat 41% -> 53%, extraction 53% -> 65%, rewrite 9% -> 17%.
+# base model without, two with): stories 34% -> 78%, 85%; chat 41% -> 53%, 18%; extraction 53% -> 65%, 24%; rewrite
+# 9% -> 17%, 4%. The word is needed, not enough: the last three move with the pretraining draw as much.
 def doc_games(rng, kb):
     out = ["Word games."]
     for _ in range(rng.randint(2, 5)):
