@@ -249,10 +249,10 @@ DOCS = [(doc_encyclopedia, .27), (doc_forum, .19), (doc_story, .08), (doc_review
         (doc_reading, .06), (doc_forum_misc, .04)]
 # Reading tests are a fifth of the documents, not the 6% DOCS gives them (the others shrink in proportion): a
 # base model must learn to look a fact up in its context before SFT can ask it to. Measured at cpu on one base
-# model each (README, "The current corpus"): with 6%, new reading tests are answered with the right person's job or
-# pet 17.5% of the time (chance ~40%) and SFT answers closed QA 48% right (one of the passage's two values, at
-# random); with 20%, 98.5% and 88%, brainstorming 71% -> 89%, while the base model knows fewer facts (common 97% ->
-# 96%, rare 45% -> 38%).
+# model each (README, "Reading tests at a fifth of the documents"): with 6%, new reading tests are answered with the
+# right person's job or pet 17.5% of the time (chance ~40%) and SFT answers closed QA 48% right (one of the
+# passage's two values, at random); with 20%, 98.5% and 88%, brainstorming 71% -> 89%, while the base model knows
+# fewer facts (common 97% -> 96%, rare 45% -> 38%).
 READING_SHARE = 0.2
 
 
