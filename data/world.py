@@ -181,10 +181,10 @@ def doc_games(rng, kb):
     out = ["Word games."]
     for _ in range(rng.randint(2, 5)):
         src = " ".join(rng.sample(tasks.REWRITE_WORDS, rng.randint(3, 5)))
-        rev = " ".join(src.split()[::-1])
-        out.append(rng.choice([f"In capital letters, {src} is {src.upper()}.", f"In upper case, {src} is {src.upper()}.",
+        up, rev = src.upper(), " ".join(src.split()[::-1])
+        out.append(rng.choice([f"In capital letters, {src} is {up}.", f"In upper case, {src} is {up}.",
                                f"Backwards, {src} becomes {rev}.", f"Put last word first, {src} becomes {rev}.",
-                               f"The sign said: {src.upper()}."]))
+                               f"The sign said: {up}."]))
     return out
 
 
