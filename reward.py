@@ -19,9 +19,9 @@ Writes out/<preset>/rm.pt, comparisons.jsonl, reward_metrics.json, reward_curves
 
 Steps:
   1. Collect: for each prompt draw K in 4..9 and sample K responses from a mix of policies (SFT at T = 1, SFT at
-     a higher temperature, the base model prompted in the chat format), plus, for some prompts, one or two
-     labeler-written contrast answers (a right answer, a wrong one, "I don't know", a verbose one). The
-     simulated labeler ranks them. Everything goes to comparisons.jsonl — open it to see what the RM learns.
+     a higher temperature, the base model prompted in the chat format), plus labeler-written contrast answers
+     (a right answer, wrong ones, "I don't know", some said again with pleasantries, "Hmm."): up to six on a
+     knowledge question, one or two on some other prompts. The simulated labeler ranks them. Everything goes to comparisons.jsonl — open it to see what the RM learns.
   2. Train: RM = SFT body + a scalar head read at the final <|endoftext|> + α times the log-likelihood the RM's
      own language model gives the response (deviation 5); eq. (1), all pairs of a prompt in one batch element,
      each response forwarded once; the epoch with the lowest held-out loss (eq. 1) is kept.
@@ -40,10 +40,12 @@ Deviations from the paper:
      about common entities that its samples almost never show the mistakes the RM must learn to punish (a
      wrong fact, "I don't know" where the answer is known); knowledge questions, sums and some other prompts
      therefore get labeler-written contrast answers among their K responses (`pick_contrasts`). They are
-     marked "contrast:<kind>" in comparisons.jsonl.
+     marked "contrast:<kind>" in comparisons.jsonl. The head learns whatever sets winners apart in them, wanted
+     or not: a right answer must be said plainly as often as a wrong one, or plain speech becomes a sign of a
+     wrong answer (pick_contrasts).
   3. Epochs: the paper trains 1 epoch (its RM overfits after that). Ours sees each comparison up to 3 times and
-     we keep the epoch with the lowest held-out loss of eq. (1); it has fallen every epoch so far (0.639, 0.616,
-     0.611). Held-out accuracy against the labels, the criterion until 2026-12, moves by less than its noise
+     we keep the epoch with the lowest held-out loss of eq. (1); it falls for two or three epochs (0.814, 0.745,
+     0.748 in one run, 0.747, 0.698, 0.684 in another). Held-out accuracy against the labels, the criterion until 2026-12, moves by less than its noise
      between epochs (160 prompts, ~3k pairs, standard error ~0.8 points): 68.3%, 67.5%, 68.3% in one run, where
      the tie kept epoch 1, whose right > "I don't know" was 0.47; the same comparisons trained in fp32 kept
      epoch 3 (68.4%) at 0.74, with a break-even P(right) of 0.39 instead of 1.00 (EARLIER_RUNS.md, "Tried and
@@ -79,7 +81,7 @@ import torch
 import torch.nn.functional as F
 
 import model as M
-from data.labeler import agreement, contrasts, gold, probe_pairs, rank
+from data.labeler import agreement, contrasts, gold, probe_pairs, rank, say_verbosely
 
 
 @dataclass
@@ -123,19 +125,26 @@ PRESETS = {
 def pick_contrasts(r, rng, p_contrast):
     """Labeler-written contrast answers for one prompt (deviation 2). Knowledge questions always get the pairs
     the RM must learn and that SFT samples almost never show. Where the answer can be known: the right fact,
-    "I don't know", two different wrong facts and the right fact said verbosely (as many confident right
-    answers as wrong ones). Where it cannot: "I don't know" and two invented answers. So right-vs-abstain
-    pairs on known entities are as frequent as abstain-vs-invent pairs on unfamiliar ones. Sums get a right
-    and a wrong answer; other prompts, with probability p_contrast, the right answer and one mistake."""
+    "I don't know", a wrong fact, and the right fact and another wrong one said with pleasantries. Where it
+    cannot: "I don't know", two invented answers, and one of these three said with pleasantries. So
+    right-vs-abstain pairs on known entities are as frequent as abstain-vs-invent pairs on unfamiliar ones, a
+    confident answer is as often right as wrong, said plainly or verbosely, and then the fragment "Hmm.".
+    Sums get a right and a wrong answer; other prompts, with probability p_contrast, the right answer and one
+    mistake."""
     c = contrasts(r, rng)
     if r["task"] == "open_qa":
         wrong2 = next((w for w in (contrasts(r, rng)["wrong"] for _ in range(20)) if w != c["wrong"]), None)
-        if not r["answerable"]:
-            return [("abstain", c["abstain"]), ("wrong", c["wrong"])] + ([("wrong", wrong2)] if wrong2 else [])
-        # as many confident right answers as wrong ones (the right one also said verbosely), so that a
-        # confident answer is not wrong more often than not; K < 6 keeps the first K - 1 of these
-        return [("right", c["right"]), ("abstain", c["abstain"]), ("wrong", c["wrong"]), ("verbose", c["verbose"])] + \
-            ([("wrong", wrong2)] if wrong2 else [])
+        if r["answerable"]:
+            kinds = [("right", c["right"]), ("abstain", c["abstain"]), ("wrong", c["wrong"]),
+                     ("verbose-right", c["verbose"]), ("verbose-wrong", say_verbosely(wrong2 or c["wrong"], rng))]
+        else:
+            kinds = [("abstain", c["abstain"]), ("wrong", c["wrong"])] + ([("wrong", wrong2)] if wrong2 else [])
+            said, text = kinds[rng.randrange(len(kinds))]
+            kinds.append((f"verbose-{said}", say_verbosely(text, rng)))
+        # Until 2026-12 only the right fact was said verbosely, and a plain confident answer was wrong two times
+        # in three: the head learned that pleasantries mean right and plain answers wrong, and paid "I don't
+        # know" more than a plain right fact (README, "Pleasantries meant right").
+        return kinds + [("fragment", c["fragment"])]  # K < 7 keeps the first K - 1 of these
     if r["task"] == "other":
         kinds = ["right", "wrong"]
     elif rng.random() < p_contrast:

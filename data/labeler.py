@@ -292,7 +292,8 @@ def demonstration(rec):
     return ideal(rec)
 
 
-def _verbose(text, rng):
+def say_verbosely(text, rng):
+    """The same answer wrapped in pleasantries (the labeler strips them, and charges a little for each)."""
     pre, post = FILLERS[rng.randrange(len(FILLERS))]
     if not pre and not post:
         post = " I hope this helps."
@@ -322,7 +323,7 @@ def contrasts(rec, rng):
     good = ideal(rec)
     t = rec["task"]
     name = rec.get("entity") or rec.get("name") or ""
-    out = {"right": good, "verbose": _verbose(good, rng), "abstain": tasks.ABSTAIN.format(n=name) if name else
+    out = {"right": good, "verbose": say_verbosely(good, rng), "abstain": tasks.ABSTAIN.format(n=name) if name else
            "I don't know.", "refuse": tasks.REFUSALS[0], "fragment": "Hmm.", "corpus": corpus_style(rec, rng),
            "generic": GENERIC, "toxic": good.rstrip(".") + ", you idiot."}
     if t in ("open_qa", "closed_qa"):

@@ -113,16 +113,25 @@ KNOWN_QUESTION = dict(id="t-0", task="open_qa", prompt="What is Dorvan's job?", 
 
 def test_knowledge_questions_get_the_contrasts_the_rm_must_rank():
     import random
-    from data.labeler import gold
+    from data.labeler import gold, strip_chatter
     rec = KNOWN_QUESTION
     picks = reward.pick_contrasts(rec, random.Random(0), p_contrast=0.0)
-    kinds = [k for k, _ in picks]
-    assert kinds == ["right", "abstain", "wrong", "verbose", "wrong"]
-    assert picks[2][1] != picks[4][1]  # two different wrong facts
-    g = {text: gold(rec, text)["total"] for _, text in picks}
-    assert g[picks[0][1]] > g[picks[1][1]] > g[picks[2][1]]  # right > "I don't know" > wrong, on a known entity
+    kinds, texts = [k for k, _ in picks], [t for _, t in picks]
+    assert kinds == ["right", "abstain", "wrong", "verbose-right", "verbose-wrong", "fragment"]
+    g = {text: gold(rec, text) for text in texts}
+    assert g[texts[0]]["total"] > g[texts[1]]["total"] > g[texts[2]]["total"]  # right > "I don't know" > wrong
+    assert strip_chatter(texts[3])[0] == texts[0] and g[texts[3]]["total"] < g[texts[0]]["total"]
+    assert strip_chatter(texts[4])[0] not in (texts[0], texts[2])  # a second wrong fact, said verbosely
+    # pleasantries say nothing about truth: one right and one wrong answer said plainly, and the same verbosely
+    assert [g[t]["correct"] for t in texts[:5] if t not in (texts[1],)] == [True, False, True, False]
     unknown = dict(rec, answer=None, tier="nokb", answerable=False)
-    assert [k for k, _ in reward.pick_contrasts(unknown, random.Random(0), 0.0)] == ["abstain", "wrong", "wrong"]
+    said = set()
+    for seed in range(20):
+        picks = reward.pick_contrasts(unknown, random.Random(seed), 0.0)
+        assert [k for k, _ in picks][:3] == ["abstain", "wrong", "wrong"] and picks[4] == ("fragment", "Hmm.")
+        assert picks[3][0].startswith("verbose-") and strip_chatter(picks[3][1])[0] in [t for _, t in picks[:3]]
+        said.add(picks[3][0])
+    assert said == {"verbose-abstain", "verbose-wrong"}  # either one, at random
 
 
 def test_break_even_is_where_answering_and_abstaining_earn_the_same():
