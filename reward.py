@@ -21,7 +21,8 @@ Steps:
   1. Collect: for each prompt draw K in 4..9 and sample K responses from a mix of policies (SFT at T = 1, SFT at
      a higher temperature, the base model prompted in the chat format), plus labeler-written contrast answers
      (a right answer, wrong ones, "I don't know", some said again with pleasantries, "Hmm."): up to six on a
-     knowledge question, one or two on some other prompts. The simulated labeler ranks them. Everything goes to comparisons.jsonl — open it to see what the RM learns.
+     knowledge question, one or two on some other prompts. The simulated labeler ranks them. Everything goes
+     to comparisons.jsonl — open it to see what the RM learns.
   2. Train: RM = SFT body + a scalar head read at the final <|endoftext|> + α times the log-likelihood the RM's
      own language model gives the response (deviation 5); eq. (1), all pairs of a prompt in one batch element,
      each response forwarded once; the epoch with the lowest held-out loss (eq. 1) is kept.
@@ -45,8 +46,8 @@ Deviations from the paper:
      wrong answer (pick_contrasts).
   3. Epochs: the paper trains 1 epoch (its RM overfits after that). Ours sees each comparison up to 3 times and
      we keep the epoch with the lowest held-out loss of eq. (1); it falls for two or three epochs (0.814, 0.745,
-     0.748 in one run, 0.747, 0.698, 0.684 in another). Held-out accuracy against the labels, the criterion until 2026-12, moves by less than its noise
-     between epochs (160 prompts, ~3k pairs, standard error ~0.8 points): 68.3%, 67.5%, 68.3% in one run, where
+     0.748 in one run, 0.747, 0.698, 0.684 in another). Held-out accuracy against the labels, the criterion
+     until 2026-12, moves by less than its noise between epochs (160 prompts, ~3k pairs, standard error ~0.8 points): 68.3%, 67.5%, 68.3% in one run, where
      the tie kept epoch 1, whose right > "I don't know" was 0.47; the same comparisons trained in fp32 kept
      epoch 3 (68.4%) at 0.74, with a break-even P(right) of 0.39 instead of 1.00 (EARLIER_RUNS.md, "Tried and
      not kept").
@@ -141,9 +142,9 @@ def pick_contrasts(r, rng, p_contrast):
             kinds = [("abstain", c["abstain"]), ("wrong", c["wrong"])] + ([("wrong", wrong2)] if wrong2 else [])
             said, text = kinds[rng.randrange(len(kinds))]
             kinds.append((f"verbose-{said}", say_verbosely(text, rng)))
-        # Until 2026-12 only the right fact was said verbosely, and a plain confident answer was wrong two times
-        # in three: the head learned that pleasantries mean right and plain answers wrong, and paid "I don't
-        # know" more than a plain right fact (README, "Pleasantries meant right").
+        # Until 2026-12 only the right fact was said verbosely, so a plain confident answer was wrong two times
+        # in three: the head learned to distrust plain answers and paid "I don't know" more than a plain right
+        # fact (README, "Plain answers meant wrong").
         return kinds + [("fragment", c["fragment"])]  # K < 7 keeps the first K - 1 of these
     if r["task"] == "other":
         kinds = ["right", "wrong"]
