@@ -46,11 +46,11 @@ Deviations from the paper:
      wrong answer (pick_contrasts).
   3. Epochs: the paper trains 1 epoch (its RM overfits after that). Ours sees each comparison up to 3 times and
      we keep the epoch with the lowest held-out loss of eq. (1); it falls for two or three epochs (0.814, 0.745,
-     0.748 in one run, 0.747, 0.698, 0.684 in another). Held-out accuracy against the labels, the criterion
-     until 2026-12, moves by less than its noise between epochs (160 prompts, ~3k pairs, standard error ~0.8 points): 68.3%, 67.5%, 68.3% in one run, where
-     the tie kept epoch 1, whose right > "I don't know" was 0.47; the same comparisons trained in fp32 kept
-     epoch 3 (68.4%) at 0.74, with a break-even P(right) of 0.39 instead of 1.00 (EARLIER_RUNS.md, "Tried and
-     not kept").
+     0.748 in one run, 0.747, 0.698, 0.684 in another). Held-out accuracy against the labels, the criterion until
+     2026-12, moves by less than its noise between epochs (160 prompts, ~3k pairs, standard error ~0.8 points):
+     68.3%, 67.5%, 68.3% in one run, where the tie kept epoch 1, whose right > "I don't know" was 0.47; the same
+     comparisons trained in fp32 kept epoch 3 (68.4%) at 0.74, with a break-even P(right) of 0.39 instead of 1.00
+     (EARLIER_RUNS.md, "Tried and not kept").
   4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
      paper's 73% inter-labeler agreement.
   5. The RM keeps the SFT model's unembedding: r_θ(x, y) = w·h_EOT + b + α·log p_θ(y|x), with a fixed α = 0.3
