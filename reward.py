@@ -140,7 +140,7 @@ def pick_contrasts(r, rng, p_contrast):
                      ("verbose-right", c["verbose"]), ("verbose-wrong", say_verbosely(wrong2 or c["wrong"], rng))]
         else:
             kinds = [("abstain", c["abstain"]), ("wrong", c["wrong"])] + ([("wrong", wrong2)] if wrong2 else [])
-            said, text = kinds[rng.randrange(len(kinds))]
+            said, text = rng.choice(kinds)
             kinds.append((f"verbose-{said}", say_verbosely(text, rng)))
         # Until 2026-12 only the right fact was said verbosely, so a plain confident answer was wrong two times
         # in three: the head learned to distrust plain answers and paid "I don't know" more than a plain right
