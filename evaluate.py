@@ -97,6 +97,13 @@ def competence_family(r):
     return r["task"] if r["task"] != "open_qa" else f"open_qa/{r['tier']}"
 
 
+def tempered_rows(names, sft_temperature, ppo_temperature):
+    """Rows of a model sampled once more at another temperature, no training: {row: (model, temperature)}, e.g.
+    {"sft_T0.5": ("sft", 0.5)}. 0 skips a row, and so does the temperature every model is judged at already."""
+    wanted = (("sft", sft_temperature), ("ppo", ppo_temperature))
+    return {f"{n}_T{t:g}": (n, t) for n, t in wanted if t > 0 and t != TEMPERATURE and n in names}
+
+
 def rate(flags):
     return float(np.mean(flags)) if len(flags) else float("nan")
 
@@ -349,7 +356,7 @@ def main():
     p.add_argument("--bon-prompts", dest="bon_prompts", type=int, default=None,
                    help="prompts for best-of-n (default: the preset's, 100 at cpu; each costs 64 SFT samples)")
     p.add_argument("--sft-temperature", dest="sft_temperature", type=float, default=SFT_TEMPERATURE,
-                   help=f"also judge SFT sampled at this temperature (default {SFT_TEMPERATURE}; 0: skip)")
+                   help=f"also judge SFT sampled at this temperature (default {SFT_TEMPERATURE}; 0 or {TEMPERATURE:g}: skip)")
     p.add_argument("--ppo-temperature", dest="ppo_temperature", type=float, default=0.0,
                    help="also judge PPO sampled at this temperature (default 0: skip)")
     args = p.parse_args()
@@ -369,10 +376,7 @@ def main():
     sft = load("sft").eval()
     rm = load("rm").eval() if os.path.exists(os.path.join(out, "rm.pt")) else None
     names = [n for n in MODELS if os.path.exists(os.path.join(out, f"{n}.pt"))]
-    tempered = {}  # row -> (model, temperature): a model sampled once more at a lower temperature, no training
-    for n, t in (("sft", args.sft_temperature), ("ppo", args.ppo_temperature)):
-        if t > 0 and n in names:
-            tempered[f"{n}_T{t:g}"] = (n, t)
+    tempered = tempered_rows(names, args.sft_temperature, args.ppo_temperature)
     names += list(tempered)
     print(f"evaluating {names} (+ best-of-{BON_NS} from SFT)" if rm else f"evaluating {names}",
           f"on {len(records)} eval prompts x {args.samples} sampled answer(s)")

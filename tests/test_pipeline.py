@@ -99,6 +99,14 @@ def test_eval_json_has_every_key_for_every_model(chain):
         assert v == pytest.approx(sum(n * x for n, x in parts if n) / len(fam)), family
 
 
+def test_a_tempered_row_is_added_only_at_a_new_temperature():
+    names = ["sft", "base", "ppo"]
+    assert evaluate.tempered_rows(names, 0.5, 0) == {"sft_T0.5": ("sft", 0.5)}
+    assert evaluate.tempered_rows(names, 0.5, 0.7) == {"sft_T0.5": ("sft", 0.5), "ppo_T0.7": ("ppo", 0.7)}
+    assert evaluate.tempered_rows(names, evaluate.TEMPERATURE, 0) == {}  # the sft row itself, judged twice
+    assert evaluate.tempered_rows(["sft"], 0.5, 0.5) == {"sft_T0.5": ("sft", 0.5)}  # no ppo.pt: no ppo row
+
+
 def test_over_optimisation_curves_are_trailing_means():
     assert list(evaluate.trailing_mean([1, 2, 3, 4, 5, 6], k=5)) == [1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
     assert list(evaluate.trailing_mean([1, 3, 2], k=2)) == [1.0, 2.0, 2.5]
