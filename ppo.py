@@ -63,16 +63,16 @@ Deviations from the paper:
      value model must learn that constant from the prompt before advantages mean anything; subtracting
      r_θ(x, ȳ), which does not depend on φ, leaves the objective's gradient unchanged and removes 93% of the
      variance (to 0.45). `--no-rm-baseline` for the paper's reward (and value model: the RM's head kept).
-  7. β = 0.1, not 0.02. Measured at cpu (README): with the paper's β and an RM of α = 0.3, every dev check was
-     vetoed (answerable knowledge −6..−9 points by iteration 20) and PPO kept SFT; with β = 0.1 it kept iteration
-     15, and the gold win rate over SFT on the eval prompts was 53.1%, 51.7% and 52.4% for three PPO seeds
-     (β = 0.02 with the RM of α = 0.1: 50.4%, 50.6%, 51.1%); on a second base model 50.3% against 48.1%. Both are
-     small gains, at the edge of what 800 eval prompts resolve: judged on four answers per prompt (evaluate.py
-     --samples 4) the three seeds win 50.9%, 50.3%, 51.3%, and the earlier defaults' first seed 49.7%. What the
-     veto refuses is a drift into "I don't know" on known entities; the larger β slows it, so that later
-     checkpoints pass the veto. The RM's log-likelihood term (reward.py deviation 5) is a second brake of the
-     same kind: its mean over the policy's samples is −α·(KL(π‖p_θ) + H(π)), so `--kl-coef 0` still leaves
-     α = 0.3 per nat toward the RM's language model.
+  7. β = 0.1, not 0.02. Measured at cpu (EARLIER_RUNS.md, the first run): with the paper's β and an RM of α = 0.3,
+     every dev check was vetoed (answerable knowledge −6..−9 points by iteration 20) and PPO kept SFT; with β = 0.1
+     it kept iteration 15, and the gold win rate over SFT on the eval prompts was 53.1%, 51.7% and 52.4% for three
+     PPO seeds (β = 0.02 with the RM of α = 0.1: 50.4%, 50.6%, 51.1%); on a second base model 50.3% against 48.1%.
+     Both are small gains, at the edge of what 800 eval prompts resolve: judged on four answers per prompt
+     (evaluate.py --samples 4) the three seeds win 50.9%, 50.3%, 51.3%, and the earlier defaults' first seed 49.7%.
+     What the veto refuses is a drift into "I don't know" on known entities; the larger β slows it, so that later
+     checkpoints pass the veto. The RM's log-likelihood term (reward.py deviation 5) is a second brake of the same
+     kind: its mean over the policy's samples is −α·(KL(π‖p_θ) + H(π)), so `--kl-coef 0` still leaves α = 0.3 per
+     nat toward the RM's language model.
 """
 
 import copy
@@ -108,7 +108,8 @@ class Config:
     # γ for --ptx. Our SFT model has forgotten the corpus (held-out LM loss 0.58 -> 4.65 nats), so the ptx
     # gradient is large and coherent: at γ = 1 it dragged the policy back toward the base model (KL > 3 nats
     # and dev gold down in 7 iterations). 0.1 keeps it a correction rather than the objective. With β = 0.1 it is
-    # still more than a correction (README): PPO-ptx wins 48.1% against SFT while the corpus loss falls 4.92 -> 3.49;
+    # still more than a correction (EARLIER_RUNS.md, the first run): PPO-ptx wins 48.1% against SFT while the
+    # corpus loss falls 4.92 -> 3.49;
     # 0.03 leaves the corpus loss falling almost as fast and keeps SFT.
     ptx_default: float = 0.1
     ptx_batch: int = 4

@@ -22,7 +22,7 @@ AdamW (decay on matrices only), linear warmup + cosine decay, gradient clipping 
 Deviations from the paper (GPT-3: 175B parameters, 300B tokens):
   1. ~2M parameters and ~16M tokens (cpu preset): what 2 CPU cores train in 16 minutes with fast bf16 (AMX).
      SFT's competence comes before minutes, and tokens bought more of it than parameters: measured on
-     the same corpus and SFT data (README, "What you should see"), 8M tokens gave an SFT model that met the
+     the same corpus and SFT data (EARLIER_RUNS.md), 8M tokens gave an SFT model that met the
      competence goal on 9 of 13 task families, 16M tokens on 12 (rewrite 18% -> 61%, brainstorming 41% -> 68%,
      rare facts known 10% -> 31%), while a 2.5x larger model on 8M tokens also met 9. 4M tokens gave sums 52%.
   2. The "internet" is generated (data/world.py), so we can measure exactly which facts the model knows, and

@@ -54,18 +54,18 @@ Deviations from the paper:
   4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
      paper's 73% inter-labeler agreement.
   5. The RM keeps the SFT model's unembedding: r_θ(x, y) = w·h_EOT + b + α·log p_θ(y|x), with a fixed α = 0.3
-     (model.reward_from_ids). The paper's RM is the first part only. Ours, without the second, scored a right
-     and a wrong fact alike (probe 0.54) although its own body, read as a language model, ranks the right fact
-     first on 94% of the same pairs: at 2M parameters and 1.6k prompts the head never learns to read the
-     knowledge out. α is fixed rather than learned: learned by eq. (1) it stayed at 0.02-0.04 (the head fits
-     the training comparisons instead), while on held-out comparisons 0.05-0.2 did better. Measured at cpu on
-     the SFT model of a 1,000-step base: α = 0.1 gave 69.4% held-out accuracy vs labels and right > wrong fact
-     0.97; α learned from 0, 66.5% and 0.90. On the 4,000-step base α = 0.3 beat 0.1 (73.6% vs 72.3%), and PPO
-     on it with β = 0.1 won 52.4% against SFT (mean of three seeds) where α = 0.1 with β = 0.02 won 50.7% (README),
-     so 0.3 is the default. Best-of-n from SFT on 400 eval prompts agrees (README): the answers this RM picks
-     score gold +0.65 at n = 4, against +0.55 for α = 0, +0.63 for 0.6 and +0.62 for 1.0. Over a policy's own
-     samples the second part averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM pays α per nat it moves from
-     the RM's language model (which starts as SFT), on top of its own β.
+     (model.reward_from_ids). The paper's RM is the first part only. Ours, without the second, scored a right and a
+     wrong fact alike (probe 0.54) although its own body, read as a language model, ranks the right fact first on
+     94% of the same pairs: at 2M parameters and 1.6k prompts the head never learns to read the knowledge out. α is
+     fixed rather than learned: learned by eq. (1) it stayed at 0.02-0.04 (the head fits the training comparisons
+     instead), while on held-out comparisons 0.05-0.2 did better. Measured at cpu on the SFT model of a 1,000-step
+     base: α = 0.1 gave 69.4% held-out accuracy vs labels and right > wrong fact 0.97; α learned from 0, 66.5% and
+     0.90. On the 4,000-step base α = 0.3 beat 0.1 (73.6% vs 72.3%), and PPO on it with β = 0.1 won 52.4% against
+     SFT (mean of three seeds) where α = 0.1 with β = 0.02 won 50.7% (EARLIER_RUNS.md), so 0.3 is the default.
+     Best-of-n from SFT on 400 eval prompts agrees (EARLIER_RUNS.md): the answers this RM picks score gold +0.65 at
+     n = 4, against +0.55 for α = 0, +0.63 for 0.6 and +0.62 for 1.0. Over a policy's own samples the second part
+     averages −α·(KL(π‖p_θ) + H(π)): PPO against this RM pays α per nat it moves from the RM's language model (which
+     starts as SFT), on top of its own β.
      `--loglik-coef 0` is the paper's RM, for comparison (an exercise).
 """
 

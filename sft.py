@@ -36,7 +36,7 @@ Not in the paper, off by default: `--corpus-coef c` adds c times the LM loss on 
 (`--out out/cpu-replay`, 376 s): held-out corpus loss 4.66 -> 0.89 nats/token and greedy common facts on dev
 79% -> 100%, but abstention on names it never saw falls (nokb dev questions answered right 68% -> 16%) and
 dev gold drops (+0.793 -> +0.703); the RM trained on its samples reaches right > "I don't know" 0.91, yet PPO
-on it learns to abstain everywhere within 5 iterations. README ("Tried and not kept") has the numbers.
+on it learns to abstain everywhere within 5 iterations. EARLIER_RUNS.md ("Tried and not kept") has the numbers.
 """
 
 import copy
