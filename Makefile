@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 data: $(D)/meta.json
-$(D)/meta.json: $(STAMP) data/world.py data/labeler.py data/bpe.py
+$(D)/meta.json: $(STAMP) data/world.py data/labeler.py data/tasks.py data/bpe.py
 	$(PY) data/world.py --preset $(PRESET)
 
 pretrain: $(O)/base.pt
