@@ -17,12 +17,14 @@ def read(path):
         return f.read()
 
 
-def defined_flags(script):
+def argparse_flags(src):
+    return set(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", src))
+
+
+def defined_flags(script, shared):
+    """The flags `script` defines, plus `shared` (model.stage_args' flags) if it builds its parser with stage_args."""
     src = read(script)
-    flags = set(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", src)) | {"--help"}
-    if "stage_args(" in src:
-        flags |= set(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", read("model.py")))
-    return flags
+    return argparse_flags(src) | {"--help"} | (shared if "stage_args(" in src else set())
 
 
 def command_chunks(path, text):
@@ -44,7 +46,8 @@ def command_chunks(path, text):
 
 def undefined_flags(docs):
     """docs: {path: text}. Returns (commands found, 'path:line: script --flag' for each flag the script lacks)."""
-    flags = {s: defined_flags(s) for s in SCRIPTS}
+    shared = argparse_flags(read("model.py"))
+    flags = {s: defined_flags(s, shared) for s in SCRIPTS}
     by_name = {os.path.basename(s): s for s in SCRIPTS}
     found, bad = 0, []
     for doc, text in docs.items():
