@@ -51,7 +51,7 @@ class GPTConfig:
 
 
 # Model shapes per preset. Training hyper-parameters live in each stage script's own config.
-# cpu: 2.0M parameters; pretraining takes 24-51 minutes on 2 cores, by the CPU (README, "Time per stage").
+# cpu: 2.0M parameters; pretraining takes ~50 minutes on 2 cores in fp32, less with fast bf16 (README).
 # gpu: ~30M parameters for one 24 GB GPU (bf16 autocast); exercised on CPU for one step by the tests.
 MODEL_PRESETS = {
     "test": dict(block_size=256, n_layer=2, n_head=2, n_embd=32),

@@ -7,7 +7,7 @@ internet in data/<preset>/corpus.txt: encyclopedia sentences about a fictional w
 threads whose answers are of mixed quality, and some toxic text. It learns the language and the facts, and
 also the bad habits; it has never seen the chat format, so it does not follow instructions.
 
-    python pretrain.py --preset cpu            # 24-51 min on 2 CPU cores, by the CPU (README, "Time per stage")
+    python pretrain.py --preset cpu            # ~50 min on 2 CPU cores in fp32, less with fast bf16 (README)
     python pretrain.py --preset test           # seconds, for the tests
     python pretrain.py --preset cpu --n-layer 6 --n-embd 256 --out out/cpu-6l256   # a 2.5x larger model: the
                                                # stages after it read the size from base.pt (EARLIER_RUNS.md,
@@ -20,13 +20,13 @@ Objective: next-token cross-entropy, −(1/N) Σ_t log π(x_t | x_<t), on random
 AdamW (decay on matrices only), linear warmup + cosine decay, gradient clipping at 1.0.
 
 Deviations from the paper (GPT-3: 175B parameters, 300B tokens):
-  1. ~2M parameters and ~25M tokens (cpu preset): what 2 CPU cores train in 51 minutes in fp32 (about 24 with
-     fast bf16). SFT's competence comes before minutes, and tokens bought more of it than parameters: measured
-     on the same corpus and SFT data (EARLIER_RUNS.md), 8M tokens gave an SFT model that met the
-     competence goal on 9 of 13 task families, 16M tokens on 12 (rewrite 18% -> 61%, brainstorming 41% -> 68%,
+  1. ~2M parameters and ~25M tokens (cpu preset): what 2 CPU cores train in 50 minutes in fp32 (4,000 steps
+     took 16 with fast bf16). SFT's competence comes before minutes, and tokens bought more of it than
+     parameters: measured on the same corpus and SFT data (EARLIER_RUNS.md), 8M tokens gave an SFT model that
+     met the competence goal on 9 of 13 task families, 16M tokens on 12 (rewrite 18% -> 61%, brainstorming 41% -> 68%,
      rare facts known 10% -> 31%), while a 2.5x larger model on 8M tokens also met 9. 4M tokens gave sums 52%.
      On a later corpus 16M tokens met the goal on 12, 11 and 11 families with SFT seeds 1337, 1 and 2, and 25M
-     tokens on 12, 13 and 12 (README, "Six thousand pretraining steps"), for 17 more minutes in fp32.
+     tokens on 12, 13 and 12 (README, "Six thousand pretraining steps"), for 16 more minutes in fp32.
   2. The "internet" is generated (data/world.py), so we can measure exactly which facts the model knows, and
      whether it can look a fact up in its context (the reading probe: what closed QA will ask of SFT).
   3. A byte-level BPE of a few thousand tokens trained on our corpus instead of GPT-2's 50k vocabulary.
