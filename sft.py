@@ -18,13 +18,13 @@ write prompts.
 
 Deviations from the paper:
   1. Scale: a ~2M-parameter base model and ~3.8k demonstrations (paper: 175B, ~13k), 8 epochs (paper: 16),
-     so that SFT fits in about 3 minutes on a CPU (166 s in fp32 on a 2-core CPU without fast bf16). Residual
+     so that SFT fits in about 3 minutes on a CPU (166-167 s in fp32 on a 2-core CPU without fast bf16). Residual
      dropout 0.1 (paper 0.2). Measured at cpu on the 6,000-step base (greedy answers on the answerable eval
      prompts, README "SFT competence"): 8 epochs met the competence goal on all 13 task families with SFT seeds
      1337, 1 and 2 in 163-166 s; 10 epochs on 12, 13 and 12 in 206-219 s, with dev gold ~0.04 higher. On the
      4,000-step base 8 epochs had cost a family, and on earlier bases 6 epochs left summarisation at 15% where
-     10 reached 90%: more epochs forget more of the corpus (held-out LM loss 0.49 -> ~5 nats/token), the
-     alignment tax of SFT, and buy competence until the base model knows enough.
+     10 reached 90%: more epochs forget more of the corpus (held-out LM loss 0.49 -> 4.44 nats/token after
+     8 epochs, 4.97 after 10), the alignment tax of SFT, and buy competence until the base model knows enough.
   2. Checkpoint selection: the paper picks the epoch with the best RM score on a validation set, but our RM is
      trained on samples of this very SFT model, so it does not exist yet. We keep the epoch whose greedy
      answers on the small dev set score best with the simulated labelers (as the paper's labelers judged
