@@ -37,11 +37,12 @@ Deviations from the paper:
   1. Scale: a ~2M-parameter RM initialised from our SFT model (paper: 6B RM, from a GPT-3 model fine-tuned on
      public NLP data), 2.4k prompts (paper: ~33k), 43% of them knowledge questions (the paper's RM prompts
      follow the API distribution): that is where the RM must learn truth, and where it is weakest. 1.6k prompts
-     (60% knowledge) were the default until 2026-12: on the same SFT model, PPO against the 2.4k-prompt RM beat
-     SFT on three seeds of three (gold win rate 51.8-52.0%, each 95% interval above 50%) where the 1.6k-prompt RM
-     gave 50.1-52.0% with an interval reaching 50% on one seed, for 2.5 more minutes. On the bf16 models of another
-     CPU the 2.4k-prompt RM met the ceiling goal where the 1.6k one did not (2.0 against 3.5 points) and came nearer
-     gold (84.6% against 82.0%), and PPO gained about as much on either (README, "2,400 comparison prompts").
+     (60% knowledge) were the default until 2026-12: on the eighth run's SFT model (fp32), PPO against the
+     2.4k-prompt RM beat SFT on three seeds of three (gold win rate 51.8-52.0%, each 95% interval above 50%) where
+     the 1.6k-prompt RM gave 50.1-52.0% with an interval reaching 50% on one seed, for 2.5 more minutes. On the bf16
+     models of another CPU the 2.4k-prompt RM met the ceiling goal where the 1.6k one did not (2.0 against 3.5
+     points) and came nearer gold (84.6% against 82.0%), and PPO gained about as much on either (README, "2,400
+     comparison prompts").
   2. Contrast answers: in the paper, labelers ranked samples of several models. Our SFT model is right so often
      about common entities that its samples almost never show the mistakes the RM must learn to punish (a
      wrong fact, "I don't know" where the answer is known); knowledge questions, sums and some other prompts
