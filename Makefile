@@ -58,12 +58,15 @@ bench: $(STAMP)
 chat: $(O)/ppo.pt
 	$(PY) chat.py --preset $(PRESET)
 
-# The over-optimisation exercise: PPO with no KL penalty (β = 0), beside the default run, 50 iterations (the default
-# run stops at 40) so that the fall of gold is seen whole. At the default learning rate the policy gets ~1 nat from
-# SFT: the RM score rises while dev gold rises, then falls back within the dev set's noise. `--lr 6e-5` or `1e-4`
-# take it further; how far, and whether training stays stable, has depended on the machine (README, F8).
+# The over-optimisation exercise: PPO with no KL penalty (β = 0), 50 iterations (the default run stops at 40),
+# twice. First against our RM, whose log-likelihood term (reward.py, deviation 5) still charges the policy for
+# leaving SFT: the RM score rises while dev gold wanders within the dev set's noise. Then against the paper's RM,
+# the scalar head alone (--loglik-coef 0, trained into the run's own directory): nothing holds the policy, the RM
+# score climbs and gold falls as the policy learns to refuse and to say "I don't know" (README, F8).
 nokl: $(O)/rm.pt
 	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION) --kl-coef 0 --iterations 50 --out out/$(PRESET)-nokl
+	$(PY) reward.py --preset $(PRESET) --precision $(PRECISION) --loglik-coef 0 --out out/$(PRESET)-nokl-alpha0
+	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION) --kl-coef 0 --iterations 50 --out out/$(PRESET)-nokl-alpha0
 
 # Iterated RLHF: steps 2 and 3 repeated (new comparisons from where PPO ended, RM retrained, PPO again from SFT).
 rounds: $(O)/rm.pt

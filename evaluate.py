@@ -10,7 +10,8 @@ Evaluation: the paper's findings (§4), reproduced in miniature, judged by the s
 
 Reads  out/<preset>/{base,sft,ppo,ppo_ptx,rm}.pt (whichever exist), ppo*_log.jsonl, reward_metrics.json,
        data/<preset>/eval_prompts.jsonl, corpus_heldout.txt, cloze.jsonl
-       (and out/<preset>-nokl/ppo_log.jsonl, the β = 0 exercise, if present)
+       (and out/<preset>-nokl/ppo_log.jsonl and out/<preset>-nokl-alpha0/ppo_log.jsonl, the β = 0 exercise
+       with our RM and with the paper's, `make nokl`, if present)
 Writes out/<preset>/eval.json, report.md, eval_*.png
 
 Every model answers the held-out eval prompts by sampling at temperature 1 with a fixed seed (the same random
@@ -273,7 +274,7 @@ def figures(out, res, curves_runs, bon_points, bon_gold=()):
                      label="best-of-n by gold (a perfect RM)")
     axes[0].set_title(f"gold of the rollouts (mean of {SMOOTH} iterations)")
     axes[1].set_title("gold on the dev prompts (every check)")
-    axes[2].set_title(f"RM score, the proxy (mean of {SMOOTH} iterations)")
+    axes[2].set_title(f"RM score, the proxy: each run's own RM (mean of {SMOOTH} iterations)")
     for ax in axes:
         ax.set_xlabel("KL to SFT (nats per response)")
         if ax.get_legend_handles_labels()[0]:  # a directory without PPO logs has nothing to draw here
@@ -459,7 +460,8 @@ def main():
     curves_runs = {}  # label -> (the run's log rows, SFT's dev gold before it)
     for label, path in [("PPO β=default", os.path.join(out, "ppo_log.jsonl")),
                         ("PPO-ptx", os.path.join(out, "ppo_ptx_log.jsonl")),
-                        ("PPO β=0", os.path.join(f"{out}-nokl", "ppo_log.jsonl"))]:
+                        ("PPO β=0", os.path.join(f"{out}-nokl", "ppo_log.jsonl")),
+                        ("PPO β=0, paper's RM (α=0)", os.path.join(f"{out}-nokl-alpha0", "ppo_log.jsonl"))]:
         rows = read_log(path)
         metrics = path.replace("_log.jsonl", "_metrics.json")
         if rows and os.path.exists(metrics):
