@@ -274,7 +274,7 @@ def figures(out, res, curves_runs, bon_points, bon_gold=()):
                      label="best-of-n by gold (a perfect RM)")
     axes[0].set_title(f"gold of the rollouts (mean of {SMOOTH} iterations)")
     axes[1].set_title("gold on the dev prompts (every check)")
-    axes[2].set_title(f"RM score, the proxy: each run's own RM (mean of {SMOOTH} iterations)")
+    axes[2].set_title(f"RM score, the proxy (mean of {SMOOTH} iterations)\neach run scored by its own RM", fontsize=10)
     for ax in axes:
         ax.set_xlabel("KL to SFT (nats per response)")
         if ax.get_legend_handles_labels()[0]:  # a directory without PPO logs has nothing to draw here
