@@ -151,7 +151,7 @@ def pick_contrasts(r, rng, p_contrast):
             kinds.append((f"verbose-{said}", say_verbosely(text, rng)))
         # Until 2026-12 only the right fact was said verbosely, so a plain confident answer was wrong two times
         # in three: the head learned to distrust plain answers and paid "I don't know" more than a plain right
-        # fact (README, "Plain answers meant wrong").
+        # fact (EARLIER_RUNS.md, "Plain answers meant wrong").
         return kinds + [("fragment", c["fragment"])]  # K < 7 keeps the first K - 1 of these
     if r["task"] == "other":
         kinds = ["right", "wrong"]
@@ -429,6 +429,8 @@ def main():
                                   scalar_head=True, dropout=0.0)
     else:
         rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), hint("reward.py"), enc.tokenizer_id, device)
+        if args.loglik_coef is None:  # a later round keeps the α its RM was trained with (the paper's RM stays one)
+            cfg.loglik_coef = rm.score_loglik.item()
     del sft, policies
     rm.score_loglik.data.fill_(cfg.loglik_coef)  # α is fixed, not learned (deviation 5)
     rm.score_loglik.requires_grad_(False)

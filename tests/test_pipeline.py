@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import evaluate
 import model as M
@@ -247,6 +248,28 @@ def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, 
     history = json.load(open(os.path.join(out, "reward_metrics.json")))["history"]
     assert [h["round"] for h in history] == [1, 2]
     assert [r["round"] for r in json.load(open(os.path.join(out, "ppo_metrics.json")))["rounds"]] == [1, 2]
+
+
+def test_a_later_round_keeps_the_alpha_its_rm_was_trained_with(chain, tmp_path):
+    """`ppo.py --rounds` runs reward.py without --loglik-coef: round 2 must continue the paper's RM (α = 0) as
+    one, not turn it into ours (the preset's α)."""
+    out = str(tmp_path)
+    for f in ("base.pt", "sft.pt", "comparisons.jsonl", "reward_metrics.json"):
+        shutil.copy(os.path.join(chain, f), os.path.join(out, f))
+    ckpt = torch.load(os.path.join(chain, "rm.pt"), weights_only=True)
+    ckpt["model"]["score_loglik"].fill_(0.0)  # the paper's RM, as `reward.py --loglik-coef 0` writes it
+    torch.save(ckpt, os.path.join(out, "rm.pt"))
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        run(reward, "--preset", "test", "--out", out, "--policy", "sft.pt", "--round", "2")
+    finally:
+        os.chdir(cwd)
+    enc = M.load_tokenizer("test")
+    rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), "", enc.tokenizer_id)
+    assert reward.PRESETS["test"].loglik_coef > 0
+    assert rm.score_loglik.item() == 0.0
+    assert json.load(open(os.path.join(out, "reward_metrics.json")))["loglik_coef"] == 0.0
 
 
 def test_pretrain_size_flags_set_the_model_that_sft_continues(chain, tmp_path):
