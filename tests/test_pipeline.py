@@ -25,29 +25,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(module, *args):
-    old = sys.argv
+    """`python <module>.py *args`, run from the repository's root as a student runs it."""
+    old, cwd = sys.argv, os.getcwd()
     sys.argv = [module.__name__ + ".py", *args]
+    os.chdir(ROOT)
     try:
         module.main()
     finally:
         sys.argv = old
+        os.chdir(cwd)
 
 
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("out"))
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        run(world, "--preset", "test")
-        run(pretrain, "--preset", "test", "--out", out)
-        run(sft, "--preset", "test", "--out", out)
-        run(reward, "--preset", "test", "--out", out)
-        run(ppo, "--preset", "test", "--out", out)
-        run(ppo, "--preset", "test", "--out", out, "--ptx")
-        run(evaluate, "--preset", "test", "--out", out)
-    finally:
-        os.chdir(cwd)
+    run(world, "--preset", "test")
+    run(pretrain, "--preset", "test", "--out", out)
+    run(sft, "--preset", "test", "--out", out)
+    run(reward, "--preset", "test", "--out", out)
+    run(ppo, "--preset", "test", "--out", out)
+    run(ppo, "--preset", "test", "--out", out, "--ptx")
+    run(evaluate, "--preset", "test", "--out", out)
     return out
 
 
@@ -160,13 +158,8 @@ def test_evaluation_with_several_answers_per_prompt_and_rows_at_another_temperat
     for f in os.listdir(chain):
         if f.endswith((".pt", ".jsonl", "_metrics.json")):
             os.symlink(os.path.join(chain, f), tmp_path / f)
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        run(evaluate, "--preset", "test", "--out", str(tmp_path), "--samples", "2", "--bon-prompts", "6",
-            "--sft-temperature", "0", "--ppo-temperature", "0.5")
-    finally:
-        os.chdir(cwd)
+    run(evaluate, "--preset", "test", "--out", str(tmp_path), "--samples", "2", "--bon-prompts", "6",
+        "--sft-temperature", "0", "--ppo-temperature", "0.5")
     one, two = (json.load(open(os.path.join(d, "eval.json"))) for d in (chain, tmp_path))
     # the tempered rows: SFT's skipped (0), PPO's judged at its own temperature
     assert "sft_T0.5" not in two["models"] and "ppo_T0.5: T=0.5" in two["decoding"]
@@ -199,12 +192,7 @@ def test_gold_labeler_is_never_called_inside_the_update(chain, monkeypatch, tmp_
     out = str(tmp_path)
     for f in ("sft.pt", "rm.pt"):
         os.symlink(os.path.join(chain, f), os.path.join(out, f))
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        run(ppo, "--preset", "test", "--out", out, "--iterations", "2")
-    finally:
-        os.chdir(cwd)
+    run(ppo, "--preset", "test", "--out", out, "--iterations", "2")
     assert len(open(os.path.join(out, "ppo_log.jsonl")).readlines()) == 2
     assert len(calls) == 2 and ppo.gold is real_gold  # the guard was really in place, and gold logged outside it
 
@@ -235,12 +223,7 @@ def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, 
     n_old = len(open(os.path.join(out, "comparisons.jsonl")).readlines())
     cmds, real_run = [], subprocess.run
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: (cmds.append(cmd), real_run(cmd, **kw))[1])
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        run(ppo, "--preset", "test", "--out", out, "--iterations", "2", "--rounds", "2")
-    finally:
-        os.chdir(cwd)
+    run(ppo, "--preset", "test", "--out", out, "--iterations", "2", "--rounds", "2")
     assert len(cmds) == 1 and cmds[0][cmds[0].index("--policy") + 1] == "ppo_last.pt"
     items = [json.loads(line) for line in open(os.path.join(out, "comparisons.jsonl"))]
     assert len(items) > n_old and {it["round"] for it in items[n_old:]} == {2}
@@ -259,12 +242,7 @@ def test_a_later_round_keeps_the_alpha_its_rm_was_trained_with(chain, tmp_path):
     ckpt = torch.load(os.path.join(chain, "rm.pt"), weights_only=True)
     ckpt["model"]["score_loglik"].fill_(0.0)  # the paper's RM, as `reward.py --loglik-coef 0` writes it
     torch.save(ckpt, os.path.join(out, "rm.pt"))
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        run(reward, "--preset", "test", "--out", out, "--policy", "sft.pt", "--round", "2")
-    finally:
-        os.chdir(cwd)
+    run(reward, "--preset", "test", "--out", out, "--policy", "sft.pt", "--round", "2")
     enc = M.load_tokenizer("test")
     rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), "", enc.tokenizer_id)
     assert reward.PRESETS["test"].loglik_coef > 0
@@ -275,13 +253,8 @@ def test_a_later_round_keeps_the_alpha_its_rm_was_trained_with(chain, tmp_path):
 def test_pretrain_size_flags_set_the_model_that_sft_continues(chain, tmp_path):
     """`pretrain.py --n-layer/--n-embd` grows the model; base.pt keeps the size and SFT reads it from there."""
     out = str(tmp_path)
-    cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        run(pretrain, "--preset", "test", "--out", out, "--n-layer", "3", "--n-embd", "48", "--max-iters", "2")
-        run(sft, "--preset", "test", "--out", out, "--epochs", "1")
-    finally:
-        os.chdir(cwd)
+    run(pretrain, "--preset", "test", "--out", out, "--n-layer", "3", "--n-embd", "48", "--max-iters", "2")
+    run(sft, "--preset", "test", "--out", out, "--epochs", "1")
     enc = M.load_tokenizer("test")
     default = M.MODEL_PRESETS["test"]
     for f in ("base.pt", "sft.pt"):
