@@ -363,8 +363,18 @@ def main():
                                                    "(e.g. ppo.pt) and continue training rm.pt on old + new")
     p.add_argument("--round", type=int, default=1)
     args = p.parse_args()
-    cfg = M.override(PRESETS[args.preset], args)
     out = args.out or os.path.join("out", args.preset)
+    metrics_path = os.path.join(out, "reward_metrics.json")
+    settings, history = PRESETS[args.preset], []
+    if args.round > 1:  # iterated RLHF: a later round keeps the settings of the RM it continues (α, the labelers,
+        # K, the number of prompts: the paper's RM stays one), unless a flag says otherwise
+        if not os.path.exists(metrics_path):
+            M.die(f"{metrics_path} not found: round {args.round} continues an RM; run `python reward.py --preset "
+                  f"{args.preset} --out {out}` first")
+        with open(metrics_path) as f:
+            previous = json.load(f)
+        settings, history = Config(**previous["config"]), previous.get("history", [])
+    cfg = M.override(settings, args)
     device = M.get_device(args.device)
     M.set_seed(args.seed + args.round)
     M.set_attention_impl(M.default_attention_impl(device))
@@ -429,8 +439,6 @@ def main():
                                   scalar_head=True, dropout=0.0)
     else:
         rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), hint("reward.py"), enc.tokenizer_id, device)
-        if args.loglik_coef is None:  # a later round keeps the α its RM was trained with (the paper's RM stays one)
-            cfg.loglik_coef = rm.score_loglik.item()
     del sft, policies
     rm.score_loglik.data.fill_(cfg.loglik_coef)  # α is fixed, not learned (deviation 5)
     rm.score_loglik.requires_grad_(False)
@@ -510,11 +518,7 @@ def main():
                    all_tied_share=float(ties), n_train_prompts=len(train), n_val_prompts=len(val),
                    bias_shift=shift, loglik_coef=rm.score_loglik.item(), probe=probe, break_even=be, collect_seconds=collect_time, total_seconds=total_time,
                    config=asdict(cfg))
-    metrics_path = os.path.join(out, "reward_metrics.json")
-    history = []
-    if args.round > 1 and os.path.exists(metrics_path):  # iterated RLHF: keep every round's accuracy and probe
-        with open(metrics_path) as f:
-            history = json.load(f).get("history", [])
+    # iterated RLHF: keep every round's accuracy and probe
     metrics["history"] = history + [{k: metrics[k] for k in ("round", "acc_vs_labels", "acc_vs_gold", "probe")}]
     M.write_json(metrics_path, metrics)
     print(f"\nRM held-out accuracy {metrics['acc_vs_labels']:.3f} vs labels (ceiling {ceiling:.3f}), "

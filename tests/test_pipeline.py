@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import evaluate
 import model as M
@@ -233,21 +232,24 @@ def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, 
     assert [r["round"] for r in json.load(open(os.path.join(out, "ppo_metrics.json")))["rounds"]] == [1, 2]
 
 
-def test_a_later_round_keeps_the_alpha_its_rm_was_trained_with(chain, tmp_path):
-    """`ppo.py --rounds` runs reward.py without --loglik-coef: round 2 must continue the paper's RM (α = 0) as
-    one, not turn it into ours (the preset's α)."""
+def test_a_later_round_keeps_the_settings_of_the_rm_it_continues(chain, tmp_path):
+    """`ppo.py --rounds` runs reward.py without the first round's flags: round 2 must continue the paper's RM
+    (α = 0) as one, not turn it into ours (the preset's α), and keep the other settings (here K)."""
     out = str(tmp_path)
-    for f in ("base.pt", "sft.pt", "comparisons.jsonl", "reward_metrics.json"):
+    for f in ("base.pt", "sft.pt"):
         shutil.copy(os.path.join(chain, f), os.path.join(out, f))
-    ckpt = torch.load(os.path.join(chain, "rm.pt"), weights_only=True)
-    ckpt["model"]["score_loglik"].fill_(0.0)  # the paper's RM, as `reward.py --loglik-coef 0` writes it
-    torch.save(ckpt, os.path.join(out, "rm.pt"))
+    run(reward, "--preset", "test", "--out", out, "--loglik-coef", "0", "--k-max", "5")
+    n_old = len(open(os.path.join(out, "comparisons.jsonl")).readlines())
     run(reward, "--preset", "test", "--out", out, "--policy", "sft.pt", "--round", "2")
     enc = M.load_tokenizer("test")
     rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), "", enc.tokenizer_id)
-    assert reward.PRESETS["test"].loglik_coef > 0
+    assert reward.PRESETS["test"].loglik_coef > 0 and reward.PRESETS["test"].k_max > 5
     assert rm.score_loglik.item() == 0.0
-    assert json.load(open(os.path.join(out, "reward_metrics.json")))["loglik_coef"] == 0.0
+    metrics = json.load(open(os.path.join(out, "reward_metrics.json")))
+    assert metrics["config"]["loglik_coef"] == 0.0 and metrics["config"]["k_max"] == 5
+    assert [h["round"] for h in metrics["history"]] == [1, 2]
+    items = [json.loads(line) for line in open(os.path.join(out, "comparisons.jsonl"))]
+    assert len(items) > n_old and max(len(it["responses"]) for it in items[n_old:]) <= 5
 
 
 def test_pretrain_size_flags_set_the_model_that_sft_continues(chain, tmp_path):
