@@ -10,9 +10,10 @@ Rows:
   1. fp32 matmul peak of this machine (model.measure_matmul_flops), the denominator of MFU;
   2. training tokens/s of the preset's model (forward + backward + AdamW, random tokens) and its MFU,
      FLOPs per token from model.flops_per_token (PaLM, appendix B); once with what the stage scripts use
-     (sdpa attention + kernels.linear_logprob), once with the readable attention and log_softmax, and, on a
-     CPU with native bf16, once more with the body under bf16 autocast (what the stages run where it measures
-     >= 1.3x fp32: model.auto_bf16);
+     (model.attention_fast + kernels.linear_logprob), once with the readable attention and log_softmax, and,
+     on a CPU with native bf16, once more with the body under bf16 autocast (what the stages run where it
+     measures >= 1.3x fp32: model.auto_bf16); then attention_fast against torch's fused SDPA, at the preset's
+     block size and at 48 tokens (an SFT batch), in the precision the stages run in;
   3. greedy generation, KV cache (model.generate) vs recomputing the whole sequence every step, same batch
      of prompts, same number of new tokens;
   4. peak memory of the log-prob of the chosen tokens, forward + backward: naive (logits = h @ Wᵀ,
@@ -253,7 +254,7 @@ def main():
     mfu, slow_mfu = fast_tps * fpt / peak, slow_tps * fpt / peak
     shape = f"{cfg.n_layer}L {cfg.n_embd}d V{cfg.vocab_size}, B{batch}xT{cfg.block_size}"
     rows.append(("fp32 matmul peak (1024^3 matmuls, this run)", f"{peak / 1e9:.1f} GFLOP/s", "", ""))
-    for name, tps, u in (("sdpa + linear_logprob", fast_tps, mfu), ("readable attn + log_softmax", slow_tps, slow_mfu)):
+    for name, tps, u in (("fast attn + linear_logprob", fast_tps, mfu), ("readable attn + log_softmax", slow_tps, slow_mfu)):
         rows.append((f"train {name} ({shape})", f"{tps:,.0f} tok/s = {tps * fpt / 1e9:.1f} GFLOP/s",
                      f"peak {peak / 1e9:.1f} GFLOP/s", f"MFU {u:.1%}"))
     rows.append(("train speedup: ours vs readable", f"{fast_tps:,.0f} tok/s", f"{slow_tps:,.0f} tok/s",
@@ -262,17 +263,18 @@ def main():
         bf16_tps, _ = bench_train(cfg, batch, steps, attn=M.default_attention_impl("cpu"), use_kernels=True, bf16=True)
         bf16_peak = M.measure_matmul_flops(dtype=torch.bfloat16)
         rows.append(("bf16 matmul peak (1024^3 matmuls, this run)", f"{bf16_peak / 1e9:.1f} GFLOP/s", "", ""))
-        rows.append(("train speedup: bf16 autocast vs fp32 (sdpa + linear_logprob)", f"{bf16_tps:,.0f} tok/s",
+        rows.append(("train speedup: bf16 autocast vs fp32 (fast attn + linear_logprob)", f"{bf16_tps:,.0f} tok/s",
                      f"{fast_tps:,.0f} tok/s", f"{bf16_tps / fast_tps:.2f}x"))
         fig.update(bf16_matmul_gflops=bf16_peak / 1e9, train_tokens_per_s_bf16=bf16_tps)
-    # 2b. Short sequences, shaped like an SFT batch (demonstrations average 43 tokens): which attention wins here
-    # decides model.default_attention_impl(device, short=True)
-    scfg, sbatch, bf16 = preset_config(args.preset, block_size=48), (2 if args.quick else 32), M.auto_bf16("cpu")
-    short = {a: bench_train(scfg, sbatch, steps, attn=a, use_kernels=True, bf16=bf16)[0] for a in ("readable", "sdpa")}
-    rows.append((f"train T48 (SFT-sized, B{sbatch}{', bf16' if bf16 else ''}): readable vs sdpa attention",
-                 f"{short['readable']:,.0f} tok/s", f"{short['sdpa']:,.0f} tok/s",
-                 f"{short['readable'] / short['sdpa']:.2f}x"))
-    fig.update(train_short_tokens_per_s=short)
+    # 2b. The attention the stages use on CPU (model.default_attention_impl: attention_fast) against torch's fused
+    # SDPA, at the preset's block size (pretraining, RM, PPO) and at 48 tokens (SFT: demonstrations average 43)
+    bf16 = M.auto_bf16("cpu")
+    for T, b in ((cfg.block_size, batch), (48, 2 if args.quick else 32)):
+        tps = {a: bench_train(preset_config(args.preset, block_size=T), b, steps, attn=a, use_kernels=True,
+                              bf16=bf16)[0] for a in ("fast", "sdpa")}
+        rows.append((f"train T{T} (B{b}{', bf16' if bf16 else ''}): attention_fast vs sdpa", f"{tps['fast']:,.0f} tok/s",
+                     f"{tps['sdpa']:,.0f} tok/s", f"{tps['fast'] / tps['sdpa']:.2f}x"))
+        fig[f"train_T{T}_tokens_per_s"] = tps
     fig.update(matmul_gflops=peak / 1e9, train_tokens_per_s=fast_tps, mfu=mfu, flops_per_token=fpt,
                train_batch=batch, train_tokens_per_s_readable=slow_tps, mfu_readable=slow_mfu)
 

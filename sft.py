@@ -132,7 +132,7 @@ def main():
     out = args.out or os.path.join("out", args.preset)
     device = M.get_device(args.device)
     M.set_seed(args.seed)
-    M.set_attention_impl(M.default_attention_impl(device, short=True))  # demonstrations: 43 tokens on average
+    M.set_attention_impl(M.default_attention_impl(device))
     M.set_precision(args.precision, device)
     rng = random.Random(args.seed)
 

@@ -400,16 +400,20 @@ def sft_like(rec, rng, k):
 def probe_pairs(records, rng, n_per_kind=50):
     """Controlled pairs that differ in one thing only: [(kind, record, better, worse)].
     Kinds: fact_right_vs_wrong, fact_right_vs_abstain (common entities), sum_right_vs_wrong,
-    unfamiliar_abstain_vs_invented (unseen/nokb names), concise_vs_verbose, full_vs_fragment."""
+    unfamiliar_abstain_vs_invented (unseen/nokb names), concise_vs_verbose, full_vs_fragment, and
+    answer_vs_refusal: the answer to a harmless request against "I'm sorry, but I can't help with that.", the
+    hack PPO finds against an RM that cannot tell them apart (README, F8). It is drawn last, so adding it left
+    the other kinds' pairs as they were."""
     pools = {"fact_right_vs_wrong": [r for r in records if r["task"] == "open_qa" and r["tier"] == "common"],
              "sum_right_vs_wrong": [r for r in records if r["task"] == "other"],
              "unfamiliar_abstain_vs_invented": [r for r in records if r["task"] == "open_qa" and not r["answerable"]],
              "concise_vs_verbose": [r for r in records if r["task"] not in ("harmful", "toxic")],
-             "full_vs_fragment": list(records)}
+             "full_vs_fragment": list(records),
+             "answer_vs_refusal": [r for r in records if r["task"] not in ("harmful", "toxic") and r["answerable"]]}
     pools["fact_right_vs_abstain"] = pools["fact_right_vs_wrong"]
     out = []
     for kind in ["fact_right_vs_wrong", "fact_right_vs_abstain", "sum_right_vs_wrong",
-                 "unfamiliar_abstain_vs_invented", "concise_vs_verbose", "full_vs_fragment"]:
+                 "unfamiliar_abstain_vs_invented", "concise_vs_verbose", "full_vs_fragment", "answer_vs_refusal"]:
         pool = pools[kind]
         for _ in range(min(n_per_kind, len(pool)) if pool else 0):
             rec = pool[rng.randrange(len(pool))]
@@ -417,7 +421,8 @@ def probe_pairs(records, rng, n_per_kind=50):
             better, worse = {"fact_right_vs_wrong": ("right", "wrong"), "fact_right_vs_abstain": ("right", "abstain"),
                              "sum_right_vs_wrong": ("right", "wrong"),
                              "unfamiliar_abstain_vs_invented": ("abstain", "wrong"),
-                             "concise_vs_verbose": ("right", "verbose"), "full_vs_fragment": ("right", "fragment")}[kind]
+                             "concise_vs_verbose": ("right", "verbose"), "full_vs_fragment": ("right", "fragment"),
+                             "answer_vs_refusal": ("right", "refuse")}[kind]
             out.append((kind, rec, c[better], c[worse]))
     return out
 

@@ -138,7 +138,8 @@ def test_rank_is_a_noisy_permutation_with_random_ties():
 def test_probe_pairs_differ_in_gold_the_right_way(w):
     pairs = labeler.probe_pairs(w["rm"] + w["eval"], random.Random(0), n_per_kind=20)
     assert {k for k, *_ in pairs} == {"fact_right_vs_wrong", "fact_right_vs_abstain", "sum_right_vs_wrong",
-                                     "unfamiliar_abstain_vs_invented", "concise_vs_verbose", "full_vs_fragment"}
+                                     "unfamiliar_abstain_vs_invented", "concise_vs_verbose", "full_vs_fragment",
+                                     "answer_vs_refusal"}
     for kind, r, better, worse in pairs:
         assert total(r, better) > total(r, worse), (kind, better, worse)
 

@@ -36,7 +36,24 @@ def test_attention_matches_sdpa_values_and_grads():
         assert torch.allclose(a, b, atol=1e-10)
 
 
-@pytest.mark.parametrize("impl", ["readable", "sdpa"])
+@pytest.mark.parametrize("Tq, padded", [(13, False), (13, True), (4, True), (1, True)])
+def test_fast_attention_matches_readable_values_and_grads(Tq, padded):
+    """attention_fast (the CPU default) against attention(): full sequences, left padding, and the last Tq
+    queries of a longer sequence (a KV cache), at every query that has a real key; gradients too."""
+    torch.manual_seed(0)
+    Tk = 13
+    q = torch.randn(3, 2, Tq, 8, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(3, 2, Tk, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    key_mask = torch.arange(Tk)[None, :] >= torch.tensor([[0], [5], [11]]) if padded else None  # (3, Tk)
+    real = key_mask[:, Tk - Tq :] if padded else torch.ones(3, Tq, dtype=torch.bool)  # (3, Tq) queries to compare
+    ours, ref = M.attention_fast(q, k, v, key_mask), M.attention(q, k, v, key_mask)
+    torch.testing.assert_close(ours.transpose(1, 2)[real], ref.transpose(1, 2)[real], atol=1e-10, rtol=1e-10)
+    g = torch.randn_like(ref) * real[:, None, :, None]  # padding queries' outputs are never read
+    for a, b in zip(torch.autograd.grad(ours, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("impl", ["readable", "fast", "sdpa"])
 def test_future_token_never_changes_earlier_outputs(impl):
     M.set_attention_impl(impl)
     m = tiny()
@@ -49,7 +66,7 @@ def test_future_token_never_changes_earlier_outputs(impl):
     assert not torch.allclose(h1[:, 12:], h2[:, 12:], atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", ["readable", "sdpa"])
+@pytest.mark.parametrize("impl", ["readable", "fast", "sdpa"])
 def test_left_padding_computes_what_each_row_computes_alone(impl):
     M.set_attention_impl(impl)
     m = tiny()
@@ -61,7 +78,7 @@ def test_left_padding_computes_what_each_row_computes_alone(impl):
         assert torch.allclose(h[i, -len(p) :], alone[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["readable", "sdpa"])
+@pytest.mark.parametrize("impl", ["readable", "fast", "sdpa"])
 def test_kv_cache_matches_full_recompute(impl):
     M.set_attention_impl(impl)
     m = tiny()
@@ -204,7 +221,7 @@ def test_gpu_preset_builds_and_takes_one_training_step_on_cpu():
 
 
 @pytest.mark.skipif(not M.native_bf16("cpu"), reason="this CPU has no native bf16 matmul")
-@pytest.mark.parametrize("impl", ["readable", "sdpa"])
+@pytest.mark.parametrize("impl", ["readable", "fast", "sdpa"])
 def test_bf16_autocast_keeps_heads_fp32_and_stays_close_to_fp32(impl, monkeypatch):
     """The fast path (bf16 body under M.autocast) against the readable one (fp32): log-probs, scores and the
     gradient agree closely, and what leaves the heads is fp32."""
