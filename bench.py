@@ -13,7 +13,7 @@ Rows:
      (model.attention_fast + kernels.linear_logprob), once with the readable attention and log_softmax, and,
      on a CPU with native bf16, once more with the body under bf16 autocast (what the stages run where it
      measures >= 1.3x fp32: model.auto_bf16); then attention_fast against torch's fused SDPA, at the preset's
-     block size and at 48 tokens (an SFT batch), in the precision the stages run in;
+     block size and at 48 tokens (an SFT batch), in fp32 and (where native) bf16;
   3. greedy generation, KV cache (model.generate) vs recomputing the whole sequence every step, same batch
      of prompts, same number of new tokens;
   4. peak memory of the log-prob of the chosen tokens, forward + backward: naive (logits = h @ Wᵀ,
@@ -267,14 +267,15 @@ def main():
                      f"{fast_tps:,.0f} tok/s", f"{bf16_tps / fast_tps:.2f}x"))
         fig.update(bf16_matmul_gflops=bf16_peak / 1e9, train_tokens_per_s_bf16=bf16_tps)
     # 2b. The attention the stages use on CPU (model.default_attention_impl: attention_fast) against torch's fused
-    # SDPA, at the preset's block size (pretraining, RM, PPO) and at 48 tokens (SFT: demonstrations average 43)
-    bf16 = M.auto_bf16("cpu")
-    for T, b in ((cfg.block_size, batch), (48, 2 if args.quick else 32)):
-        tps = {a: bench_train(preset_config(args.preset, block_size=T), b, steps, attn=a, use_kernels=True,
-                              bf16=bf16)[0] for a in ("fast", "sdpa")}
-        rows.append((f"train T{T} (B{b}{', bf16' if bf16 else ''}): attention_fast vs sdpa", f"{tps['fast']:,.0f} tok/s",
-                     f"{tps['sdpa']:,.0f} tok/s", f"{tps['fast'] / tps['sdpa']:.2f}x"))
-        fig[f"train_T{T}_tokens_per_s"] = tps
+    # SDPA, at the preset's block size (pretraining, RM, PPO) and at 48 tokens (SFT: demonstrations average 43),
+    # in fp32 and, where the CPU has native bf16, in bf16
+    for bf16 in (False, True) if M.native_bf16("cpu") else (False,):
+        for T, b in ((cfg.block_size, batch), (48, 2 if args.quick else 32)):
+            tps = {a: bench_train(preset_config(args.preset, block_size=T), b, steps, attn=a, use_kernels=True,
+                                  bf16=bf16)[0] for a in ("fast", "sdpa")}
+            rows.append((f"train T{T} (B{b}, {'bf16' if bf16 else 'fp32'}): attention_fast vs sdpa",
+                         f"{tps['fast']:,.0f} tok/s", f"{tps['sdpa']:,.0f} tok/s", f"{tps['fast'] / tps['sdpa']:.2f}x"))
+            fig[f"train_T{T}_{'bf16' if bf16 else 'fp32'}_tokens_per_s"] = tps
     fig.update(matmul_gflops=peak / 1e9, train_tokens_per_s=fast_tps, mfu=mfu, flops_per_token=fpt,
                train_batch=batch, train_tokens_per_s_readable=slow_tps, mfu_readable=slow_mfu)
 

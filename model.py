@@ -144,23 +144,40 @@ def attention(q, k, v, key_mask=None, dropout_p=0.0, training=False):
     return att @ v  # (B, nh, Tq, hs)
 
 
-def attention_fast(q, k, v, key_mask=None):
-    """attention() above in three fused ops, the CPU fast path: the mask is added as a bias of 0 or −inf inside
-    the first matmul (baddbmm: bias + α·Q·Kᵀ), and a padding query with no allowed key attends everywhere
-    instead of being zeroed (its output is never read). Shapes as in attention().
+# The mask as an additive bias, kept for the next call: every layer of one forward pass asks for the same one, and
+# while sampling, building it again in each layer cost more than the attention itself at small batches.
+_BIAS = {}
 
-    Why not torch's fused SDPA on CPU: its flash-attention backward runs ~6x its forward at our head size
-    (hs = 48), and took 28% of a pretraining step; this path trains the cpu preset ~20% faster in bf16
-    (bench.py, "train attention"). tests/test_model.py checks it against attention().
-    """
-    B, nh, Tq, hs = q.shape
-    Tk = k.size(-2)
-    allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)  # (Tq, Tk) causal
+
+def attention_bias(key_mask, B, nh, Tq, Tk, dtype, device):
+    """0 where a query may look, −inf where it may not: (Tq, Tk) causal, or (B·nh, Tq, Tk) with padding keys
+    masked too; a padding query with no allowed key attends everywhere instead (its output is never read).
+    Built once per mask: the cache holds the key_mask tensor itself and is used only for that same object."""
+    args = (B, nh, Tq, Tk, dtype, device)
+    if _BIAS.get("key_mask", False) is key_mask and _BIAS.get("args") == args:
+        return _BIAS["bias"]
+    allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=device).tril(diagonal=Tk - Tq)  # (Tq, Tk) causal
     if key_mask is not None:
         allowed = allowed & key_mask[:, None, None, :]  # (B, 1, Tq, Tk)
         allowed = allowed | ~allowed.any(-1, keepdim=True)  # padding queries: attend anywhere, not NaN
-    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
     bias = bias.expand(B, nh, Tq, Tk).reshape(-1, Tq, Tk) if key_mask is not None else bias  # (B·nh | 1, Tq, Tk)
+    _BIAS.update(key_mask=key_mask, args=args, bias=bias)
+    return bias
+
+
+def attention_fast(q, k, v, key_mask=None):
+    """attention() above in three fused ops, the CPU fast path: the mask is added as a bias of 0 or −inf inside
+    the first matmul (baddbmm: bias + α·Q·Kᵀ). Shapes as in attention().
+
+    Why not torch's fused SDPA on CPU: its flash-attention backward runs ~6x its forward at our head size
+    (hs = 48), and took 28% of a pretraining step; in bf16 this path trains the cpu preset 1.16x faster at
+    T = 256 and 1.56x at SFT's T = 48 (bench.py), in fp32 0.92x and 0.98x. tests/test_model.py checks it
+    against attention().
+    """
+    B, nh, Tq, hs = q.shape
+    Tk = k.size(-2)
+    bias = attention_bias(key_mask, B, nh, Tq, Tk, q.dtype, q.device)
     att = torch.baddbmm(bias, q.reshape(-1, Tq, hs), k.reshape(-1, Tk, hs).transpose(1, 2), alpha=1 / math.sqrt(hs))
     att = torch.softmax(att, dim=-1)  # (B·nh, Tq, Tk)
     return (att @ v.reshape(-1, Tk, hs)).view(B, nh, Tq, hs)

@@ -53,6 +53,18 @@ def test_fast_attention_matches_readable_values_and_grads(Tq, padded):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
+def test_fast_attention_builds_a_new_bias_for_a_new_mask_of_the_same_shape():
+    """attention_bias keeps the last mask's bias for the next layer; another mask of the same shape must not get it."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 4, dtype=torch.float64) for _ in range(3))
+    m1 = torch.tensor([[True] * 6, [False, False] + [True] * 4])
+    m2 = torch.tensor([[False] * 3 + [True] * 3, [True] * 6])
+    for m in (m1, m2, m1, None, m2):
+        real = m if m is not None else torch.ones(2, 6, dtype=torch.bool)
+        ours, ref = M.attention_fast(q, k, v, m), M.attention(q, k, v, m)
+        torch.testing.assert_close(ours.transpose(1, 2)[real], ref.transpose(1, 2)[real])
+
+
 @pytest.mark.parametrize("impl", ["readable", "fast", "sdpa"])
 def test_future_token_never_changes_earlier_outputs(impl):
     M.set_attention_impl(impl)
