@@ -171,9 +171,9 @@ def attention_fast(q, k, v, key_mask=None):
     the first matmul (baddbmm: bias + α·Q·Kᵀ). Shapes as in attention().
 
     Why not torch's fused SDPA on CPU: its flash-attention backward runs ~6x its forward at our head size
-    (hs = 48), and took 28% of a pretraining step; in bf16 this path trains the cpu preset 1.16x faster at
-    T = 256 and 1.56x at SFT's T = 48 (bench.py), in fp32 0.92x and 0.98x. tests/test_model.py checks it
-    against attention().
+    (hs = 48), and took 28% of a bf16 pretraining step; in bf16 this path trains the cpu preset 1.2x as fast at
+    T = 256 and 1.6x at SFT's T = 48 (bench.py; in fp32 0.9x and 1.0x, so default_attention_impl keeps SDPA on a
+    CPU without native bf16). tests/test_model.py checks it against attention().
     """
     B, nh, Tq, hs = q.shape
     Tk = k.size(-2)
@@ -196,10 +196,11 @@ def set_attention_impl(name):
 
 
 def default_attention_impl(device):
-    """triton flash attention on CUDA when importable (else torch's SDPA), attention_fast() on CPU.
-    USE_KERNELS = False turns the Triton kernels off here too."""
+    """triton flash attention on CUDA when importable (else torch's SDPA). On CPU, attention_fast where the CPU has
+    native bf16 (in bf16 it trains 1.2x as fast as SDPA at T = 256 and 1.6x at SFT's 48: bench.py), SDPA where it
+    has not (in fp32 SDPA is 1.1x as fast at T = 256). USE_KERNELS = False turns the Triton kernels off here too."""
     if not str(device).startswith("cuda"):
-        return "fast"
+        return "fast" if native_bf16(device) else "sdpa"
     if USE_KERNELS:
         try:
             import kernels
