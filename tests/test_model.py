@@ -38,8 +38,8 @@ def test_attention_matches_sdpa_values_and_grads():
 
 @pytest.mark.parametrize("Tq, padded", [(13, False), (13, True), (4, True), (1, True)])
 def test_fast_attention_matches_readable_values_and_grads(Tq, padded):
-    """attention_fast (the CPU default) against attention(): full sequences, left padding, and the last Tq
-    queries of a longer sequence (a KV cache), at every query that has a real key; gradients too."""
+    """attention_fast (the default on a CPU with native bf16) against attention(): full sequences, left padding,
+    and the last Tq queries of a longer sequence (a KV cache), at every query that has a real key; gradients too."""
     torch.manual_seed(0)
     Tk = 13
     q = torch.randn(3, 2, Tq, 8, dtype=torch.float64, requires_grad=True)
@@ -54,7 +54,8 @@ def test_fast_attention_matches_readable_values_and_grads(Tq, padded):
 
 
 def test_fast_attention_builds_a_new_bias_for_a_new_mask_of_the_same_shape():
-    """attention_bias keeps the last mask's bias for the next layer; another mask of the same shape must not get it."""
+    """attention_bias keeps the last mask's bias for the next layer; another mask of the same shape must not get
+    it."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 2, 6, 4, dtype=torch.float64) for _ in range(3))
     m1 = torch.tensor([[True] * 6, [False, False] + [True] * 4])
