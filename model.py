@@ -171,8 +171,8 @@ def attention_fast(q, k, v, key_mask=None):
     """attention() above in three fused ops, the fast path on a CPU with native bf16: the mask is added as a bias
     of 0 or −inf inside the first matmul (baddbmm: bias + α·Q·Kᵀ). Shapes as in attention().
 
-    Why not torch's fused SDPA on CPU: its flash-attention backward runs ~6x its forward at our head size
-    (hs = 48), and took 28% of a bf16 pretraining step; in bf16 this path trains the cpu preset 1.2x as fast at
+    Why not torch's fused SDPA on CPU: in bf16 its flash-attention backward runs ~10x its forward at our head size
+    (hs = 48; README, "Faster attention, exact GELU"); in bf16 this path trains the cpu preset 1.2x as fast at
     T = 256 and 1.6x at SFT's T = 48 (bench.py; in fp32 0.9x and 1.0x, so default_attention_impl keeps SDPA on a
     CPU without native bf16). tests/test_model.py checks it against attention().
     """
@@ -267,7 +267,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         # GELU (Hendrycks & Gimpel 2016) exactly, via erf, as nanoGPT's nn.GELU(); GPT-2's tanh approximation
-        # of it runs 2.7x slower on CPU in bf16 (forward + backward, measured at the cpu preset's size).
+        # of it runs 2.4x as long on CPU in bf16 (forward + backward; README, "Faster attention, exact GELU").
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
 
 
