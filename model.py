@@ -144,6 +144,17 @@ def attention(q, k, v, key_mask=None, dropout_p=0.0, training=False):
     return att @ v  # (B, nh, Tq, hs)
 
 
+def allowed_keys(key_mask, Tq, Tk, device):
+    """Which keys each of the last Tq queries may attend to: (Tq, Tk) causal, or (B, 1, Tq, Tk) with padding keys
+    (key_mask False) removed too; a padding query left with no key attends everywhere (its output is never read,
+    and a row of −inf would give NaN). The fused paths (attention_fast, sdpa) share it."""
+    allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=device).tril(diagonal=Tk - Tq)  # (Tq, Tk) causal
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, None, :]  # (B, 1, Tq, Tk)
+        allowed = allowed | ~allowed.any(-1, keepdim=True)  # padding queries: attend anywhere
+    return allowed
+
+
 # The mask as an additive bias, kept for the next call: every layer of one forward pass asks for the same one.
 # Building it once instead of in every layer took bench.py's KV-cache row (4 prompts, 128 new tokens) from 3.7x
 # to 4.7x.
@@ -151,16 +162,13 @@ _BIAS = {}
 
 
 def attention_bias(key_mask, B, nh, Tq, Tk, dtype, device):
-    """0 where a query may look, −inf where it may not: (Tq, Tk) causal, or (B·nh, Tq, Tk) with padding keys
-    masked too; a padding query with no allowed key attends everywhere instead (its output is never read).
-    Built once per mask: the cache holds the key_mask tensor itself and is used only for that same object."""
+    """allowed_keys as an additive bias, 0 where a query may look and −inf where it may not: (Tq, Tk), or
+    (B·nh, Tq, Tk) with a key_mask. Built once per mask: the cache holds the key_mask tensor itself and is used
+    only for that same object."""
     args = (B, nh, Tq, Tk, dtype, device)
     if _BIAS.get("key_mask", False) is key_mask and _BIAS.get("args") == args:
         return _BIAS["bias"]
-    allowed = torch.ones(Tq, Tk, dtype=torch.bool, device=device).tril(diagonal=Tk - Tq)  # (Tq, Tk) causal
-    if key_mask is not None:
-        allowed = allowed & key_mask[:, None, None, :]  # (B, 1, Tq, Tk)
-        allowed = allowed | ~allowed.any(-1, keepdim=True)  # padding queries: attend anywhere, not NaN
+    allowed = allowed_keys(key_mask, Tq, Tk, device)  # (Tq, Tk) or (B, 1, Tq, Tk)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
     bias = bias.expand(B, nh, Tq, Tk).reshape(-1, Tq, Tk) if key_mask is not None else bias  # (B·nh | 1, Tq, Tk)
     _BIAS.update(key_mask=key_mask, args=args, bias=bias)
@@ -249,11 +257,7 @@ class CausalSelfAttention(nn.Module):
             elif T == 1 and key_mask is not None:  # one new token (cached decoding): every real key is in its past
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
             else:
-                allowed = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
-                if key_mask is not None:
-                    allowed = allowed & key_mask[:, None, None, :]
-                    allowed = allowed | ~allowed.any(-1, keepdim=True)  # padding queries: attend anywhere
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed_keys(key_mask, T, Tk, x.device))
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C) heads side by side
         return self.resid_dropout(self.c_proj(y))
 
