@@ -2,15 +2,17 @@
 # tests. Both create .venv and install requirements.txt on first use. PRESET=test make all: the whole chain
 # in about a minute. Each stage is a file target, so re-running `make all` redoes only what changed.
 # PRECISION=bf16 or fp32 sets the training stages' --precision (auto: bf16 where it measures faster, model.py).
+# ROUNDS: rounds of iterated RLHF (steps 2 and 3 again, ppo.py --rounds); 2 by default, ROUNDS=1 for one.
 
 PRESET ?= cpu
 PRECISION ?= auto
+ROUNDS ?= 2
 PY := .venv/bin/python
 STAMP := .venv/.installed-stamp
 D := data/$(PRESET)
 O := out/$(PRESET)
 
-.PHONY: all test venv data pretrain sft reward ppo ppo_ptx evaluate bench chat nokl rounds clean
+.PHONY: all test venv data pretrain sft reward ppo ppo_ptx evaluate bench chat nokl clean
 
 all: evaluate
 
@@ -40,13 +42,15 @@ reward: $(O)/rm.pt
 $(O)/rm.pt: $(O)/sft.pt reward.py
 	$(PY) reward.py --preset $(PRESET) --precision $(PRECISION)
 
+# PPO against rm.pt; then, for each further round, new comparisons from the policy PPO ended with, the RM trained
+# on (rm_round2.pt, ...) and PPO again from SFT. ppo.pt is the last round's; PPO-ptx runs against its RM.
 ppo: $(O)/ppo.pt
-$(O)/ppo.pt: $(O)/rm.pt ppo.py
-	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION)
+$(O)/ppo.pt: $(O)/rm.pt ppo.py reward.py
+	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION) --rounds $(ROUNDS)
 
 ppo_ptx: $(O)/ppo_ptx.pt
-$(O)/ppo_ptx.pt: $(O)/rm.pt ppo.py
-	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION) --ptx
+$(O)/ppo_ptx.pt: $(O)/ppo.pt
+	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION) --ptx --rm $(if $(filter 1,$(ROUNDS)),rm.pt,rm_round$(ROUNDS).pt)
 
 evaluate: $(O)/eval.json
 $(O)/eval.json: $(O)/ppo.pt $(O)/ppo_ptx.pt evaluate.py
@@ -67,10 +71,6 @@ nokl: $(O)/rm.pt
 	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION) --kl-coef 0 --iterations 50 --out out/$(PRESET)-nokl
 	$(PY) reward.py --preset $(PRESET) --precision $(PRECISION) --loglik-coef 0 --out out/$(PRESET)-nokl-alpha0
 	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION) --kl-coef 0 --iterations 50 --out out/$(PRESET)-nokl-alpha0
-
-# Iterated RLHF: steps 2 and 3 repeated (new comparisons from where PPO ended, RM retrained, PPO again from SFT).
-rounds: $(O)/rm.pt
-	$(PY) ppo.py --preset $(PRESET) --precision $(PRECISION) --rounds 2 --out out/$(PRESET)-rounds
 
 clean:
 	rm -rf out/$(PRESET) data/$(PRESET)

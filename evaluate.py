@@ -8,7 +8,8 @@ Evaluation: the paper's findings (§4), reproduced in miniature, judged by the s
     python evaluate.py --preset cpu --sft-temperature 0  # without the sharpened-SFT row
     python evaluate.py --preset cpu --ppo-temperature 0.5  # PPO sharpened too: do the two gains add up?
 
-Reads  out/<preset>/{base,sft,ppo,ppo_ptx,rm}.pt (whichever exist), ppo*_log.jsonl, reward_metrics.json,
+Reads  out/<preset>/{base,sft,ppo,ppo_ptx}.pt (whichever exist), ppo*_log.jsonl, the RM the PPO run ended against
+       (rm.pt, or rm_round2.pt after `ppo.py --rounds 2`, as `make all` runs it) and its reward_metrics*.json,
        data/<preset>/eval_prompts.jsonl, corpus_heldout.txt, cloze.jsonl
        (and out/<preset>-nokl/ppo_log.jsonl and out/<preset>-nokl-alpha0/ppo_log.jsonl, the β = 0 exercise
        with our RM and with the paper's, `make nokl`, if present)
@@ -312,8 +313,8 @@ def report(out, res, top, flags):
     ceiling = top["demonstrations_vs_sft"]
     lines = ["# Evaluation report", "", f"Command: `python evaluate.py --preset {top['preset']}`. Judge: the simulated "
              f"labeler's gold score. Decoding: {top['decoding']}.", "",
-             f"Labeler agreement (ceiling): {top['labeler_agreement']:.3f}; RM held-out accuracy: "
-             f"{top['rm_accuracy']:.3f} vs labels, {top.get('rm_accuracy_vs_gold', float('nan')):.3f} vs gold.", "",
+             f"Labeler agreement (ceiling): {top['labeler_agreement']:.3f}; RM ({top.get('reward_model', 'rm.pt')}) "
+             f"held-out accuracy: {top['rm_accuracy']:.3f} vs labels, {top.get('rm_accuracy_vs_gold', float('nan')):.3f} vs gold.", "",
              f"The ceiling of a win rate against SFT: the labelers' own demonstrations win {ceiling['win_rate_vs_sft']:.1%} "
              f"(gold {ceiling['gold_total']:+.3f}), since SFT's answer is already as good in {ceiling['sft_as_good']:.0%} "
              "of the cases (a tie there, whatever the model).", "",
@@ -375,7 +376,11 @@ def main():
     hint = lambda n: f"python {made_by[n]} --preset {args.preset}" + (f" --out {out}" if args.out else "")  # noqa: E731
     load = lambda n, **kw: M.load_checkpoint(os.path.join(out, f"{n}.pt"), hint(n), enc.tokenizer_id, device, **kw)[0]  # noqa: E731
     sft = load("sft").eval()
-    rm = load("rm").eval() if os.path.exists(os.path.join(out, "rm.pt")) else None
+    # the RM of PPO's last round of iterated RLHF (ppo_metrics.json): it scores best-of-n and the figures' RM axis
+    ppo_path = os.path.join(out, "ppo_metrics.json")
+    last_round = json.load(open(ppo_path))["rounds"][-1]["round"] if os.path.exists(ppo_path) else 1
+    rm_path = os.path.join(out, M.round_file("rm.pt", last_round))
+    rm = M.load_checkpoint(rm_path, hint("rm"), enc.tokenizer_id, device)[0].eval() if os.path.exists(rm_path) else None
     names = [n for n in MODELS if os.path.exists(os.path.join(out, f"{n}.pt"))]
     tempered = tempered_rows(names, args.sft_temperature, args.ppo_temperature)
     names += list(tempered)
@@ -464,10 +469,12 @@ def main():
                         ("PPO β=0, paper's RM (α=0)", os.path.join(f"{out}-nokl-alpha0", "ppo_log.jsonl"))]:
         rows = read_log(path)
         metrics = path.replace("_log.jsonl", "_metrics.json")
-        if rows and os.path.exists(metrics):
-            curves_runs[label] = (rows, json.load(open(metrics))["rounds"][0]["dev_gold_before"])
-    rmm = json.load(open(os.path.join(out, "reward_metrics.json"))) if os.path.exists(os.path.join(out, "reward_metrics.json")) else {}
-    top = dict(preset=args.preset, labeler_agreement=rmm.get("labeler_agreement", float("nan")),
+        if rows and os.path.exists(metrics):  # a run of several rounds: its last round
+            last = json.load(open(metrics))["rounds"][-1]
+            curves_runs[label] = ([r for r in rows if r.get("round", 1) == last["round"]], last["dev_gold_before"])
+    rmm_path = os.path.join(out, M.round_file("reward_metrics.json", last_round))
+    rmm = json.load(open(rmm_path)) if os.path.exists(rmm_path) else {}
+    top = dict(preset=args.preset, reward_model=os.path.basename(rm_path), labeler_agreement=rmm.get("labeler_agreement", float("nan")),
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
                rm_probe=rmm.get("probe", {}), n_prompts=len(records), samples_per_prompt=args.samples,
                demonstrations_vs_sft=ceiling, best_of_n_by_gold=bon_gold,

@@ -690,6 +690,16 @@ def load_checkpoint(path, run_hint, tokenizer_id=None, device="cpu", scalar_head
 # ---------------------------------------------------------------------------------------------------------
 
 
+def round_file(name, round_):
+    """Iterated RLHF keeps each round's reward model apart: round 1 writes rm.pt and reward_metrics.json, round 2
+    rm_round2.pt and reward_metrics_round2.json, and so on, so that running a round again reads the round before
+    it, never its own output."""
+    if round_ <= 1:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}_round{round_}{ext}"
+
+
 def borrow(out, preset, files):
     """For experiments in their own --out dir: link the files a stage needs from out/<preset> when they are not
     there yet (e.g. `ppo.py --kl-coef 0 --out out/cpu-nokl` reuses the default run's sft.pt and rm.pt). A stage

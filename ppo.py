@@ -11,11 +11,13 @@ from SFT, the value model from the RM; the reference π^SFT (`ref`) and the RM (
     python ppo.py --preset cpu                       # PPO, 2-5 min on 2 CPU cores -> ppo.pt
     python ppo.py --preset cpu --ptx                 # PPO-ptx (ptx_coef from the preset) -> ppo_ptx.pt
     python ppo.py --preset cpu --kl-coef 0 --iterations 50 --out out/cpu-nokl   # the over-optimisation exercise
-    python ppo.py --preset cpu --rounds 2            # iterated RLHF: after each PPO round, reward.py collects
-                                                     # comparisons from the policy PPO ended with and retrains
-                                                     # the RM; the next round's PPO starts again from SFT
+    python ppo.py --preset cpu --rounds 2            # iterated RLHF (what `make all` runs): after each PPO round,
+                                                     # reward.py collects comparisons from the policy PPO ended
+                                                     # with and trains the RM on (rm_round2.pt); the next round's
+                                                     # PPO starts again from SFT
+    python ppo.py --preset cpu --ptx --rm rm_round2.pt   # PPO-ptx against round 2's RM (`make all`, after the above)
 
-Reads  out/<preset>/sft.pt, rm.pt, data/<preset>/ppo_prompts.jsonl, dev_prompts.jsonl, corpus.txt (ptx)
+Reads  out/<preset>/sft.pt, rm.pt (or --rm), data/<preset>/ppo_prompts.jsonl, dev_prompts.jsonl, corpus.txt (ptx)
 Writes out/<preset>/ppo.pt (or ppo_ptx.pt; the checkpoint kept), ppo_last.pt (the policy at the end of the run),
        ppo_log.jsonl (ppo_ptx_log.jsonl), ppo_metrics.json, ppo_curves.png
 
@@ -403,8 +405,9 @@ def train(cfg, args, out, name, device, enc, round_=1):
     load = lambda f, h, **kw: M.load_checkpoint(os.path.join(out, f), hint(h), enc.tokenizer_id, device, dropout=0.0, **kw)[0]  # noqa: E731
     policy = load("sft.pt", "sft.py")
     ref = load("sft.pt", "sft.py")
-    rm = load("rm.pt", "reward.py")
-    value = load("rm.pt", "reward.py")  # value model initialised from the RM (paper §3.5)
+    rm_file = args.rm if round_ == 1 else M.round_file("rm.pt", round_)  # a later round's RM: reward.py, main()
+    rm = load(rm_file, "reward.py")
+    value = load(rm_file, "reward.py")  # value model initialised from the RM (paper §3.5)
     if cfg.rm_baseline:  # rewards centred per prompt: start from V = 0, not from the RM's raw scale (deviation 4)
         torch.nn.init.zeros_(value.score_head.weight)
         torch.nn.init.zeros_(value.score_head.bias)
@@ -425,7 +428,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
     logf = open(log_path, "w" if round_ == 1 else "a")
     first = dev_baseline(policy, enc, dev, cfg, args.seed)  # SFT, before any update
     best = dict(state=copy.deepcopy(policy.state_dict()), iteration=0, kl=0.0, **first)  # the checkpoint to keep
-    print(f"[{name}] round {round_}: dev gold before PPO {first['dev_gold']:+.3f}")
+    print(f"[{name}] round {round_}, against {rm_file}: dev gold before PPO {first['dev_gold']:+.3f}")
     progress = M.Progress(cfg.iterations, 1, name)
     it_done = 0
     for it in range(cfg.iterations):
@@ -477,7 +480,7 @@ def train(cfg, args, out, name, device, enc, round_=1):
     print(f"[{name}] keeping iteration {best['iteration']} (dev gold {best['dev_gold']:+.3f}, KL {best['kl']:.2f})")
     M.save_checkpoint(os.path.join(out, f"{name}.pt"), policy, args.preset, name, enc.tokenizer_id,
                       extra=dict(round=round_, iteration=best["iteration"], kl=best["kl"], dev_gold=best["dev_gold"]))
-    return dict(round=round_, **{f"chosen_{k}": v for k, v in best.items() if k != "state"},
+    return dict(round=round_, rm=rm_file, **{f"chosen_{k}": v for k, v in best.items() if k != "state"},
                 dev_gold_before=first["dev_gold"], dev_correct_before=first["dev_correct"],
                 dev_abstain_before=first["dev_abstain"], iterations_run=it_done)
 
@@ -513,6 +516,8 @@ def main():
     p.add_argument("--no-rm-baseline", dest="rm_baseline", action="store_const", const=False,
                    help="the paper's reward: r_θ(x, y) without subtracting the score of SFT's greedy answer")
     p.add_argument("--rounds", type=int, help="iterated RLHF: repeat reward.py (new comparisons) + PPO")
+    p.add_argument("--rm", default="rm.pt", help="the reward model (a file in the --out directory) the first round "
+                   "optimises against, e.g. rm_round2.pt, the RM a `--rounds 2` run ended with")
     p.add_argument("--unanswerable-keep", dest="unanswerable_keep", type=float,
                    help="keep this share of the unanswerable knowledge prompts in the rollouts (an experiment)")
     p.add_argument("--no-veto", dest="veto", action="store_const", const=False,
@@ -522,13 +527,15 @@ def main():
     if args.ptx and args.ptx_coef is None:
         cfg.ptx_coef = cfg.ptx_default
     name = "ppo_ptx" if cfg.ptx_coef > 0 else "ppo"
+    if cfg.rounds > 1 and args.rm != "rm.pt":
+        M.die(f"--rm {args.rm} with --rounds {cfg.rounds}: later rounds continue rm.pt; drop one of the two flags")
     out = args.out or os.path.join("out", args.preset)
     device = M.get_device(args.device)
     M.set_seed(args.seed)
     M.set_attention_impl(M.default_attention_impl(device))
     M.set_precision(args.precision, device)
     enc = M.load_tokenizer(args.preset)
-    M.borrow(out, args.preset, ["base.pt", "sft.pt", "rm.pt", "reward_metrics.json", "comparisons.jsonl"])
+    M.borrow(out, args.preset, ["base.pt", "sft.pt", "rm.pt", "reward_metrics.json", "comparisons.jsonl", args.rm])
     t0 = time.time()
     rounds = []
     for r in range(1, cfg.rounds + 1):
@@ -540,7 +547,7 @@ def main():
         rounds.append(train(cfg, args, out, name, device, enc, r))
     plot(out, name)
     if cfg.rounds > 1:  # iterated RLHF: what each round's RM knew and what its PPO policy did on the dev prompts
-        with open(os.path.join(out, "reward_metrics.json")) as f:
+        with open(os.path.join(out, M.round_file("reward_metrics.json", cfg.rounds))) as f:
             history = {h["round"]: h for h in json.load(f).get("history", [])}
         print(f"\n{'round':>5s} {'RM acc':>7s} {'right>wrong':>12s} {'right>IDK':>10s} {'abstain>invent':>15s} "
               f"{'dev gold':>17s} {'dev correct':>17s} {'dev abstain':>17s}")

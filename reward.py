@@ -11,11 +11,13 @@ response goes through the RM once (faster, and it does not overfit as pairs shuf
 that the labeler demonstrations achieve a mean score of 0 before doing RL."
 
     python reward.py --preset cpu                                  # 3-8 min on 2 CPU cores
-    python reward.py --preset cpu --policy ppo.pt --round 2        # iterated RLHF: new comparisons from the PPO
-                                                                   # policy, RM training continues on old + new
+    python reward.py --preset cpu --policy ppo_last.pt --round 2   # iterated RLHF (ppo.py --rounds runs it): new
+                                                                   # comparisons from the PPO policy; rm.pt goes on
+                                                                   # training on old + new and becomes rm_round2.pt
 
 Reads  out/<preset>/sft.pt, base.pt (and --policy), data/<preset>/rm_prompts.jsonl, sft.jsonl, dev_prompts.jsonl
-Writes out/<preset>/rm.pt, comparisons.jsonl, reward_metrics.json, reward_curves.png
+Writes out/<preset>/rm.pt, comparisons.jsonl, reward_metrics.json, reward_curves.png (round N > 1 of iterated
+       RLHF: rm_roundN.pt, reward_metrics_roundN.json, reward_curves_roundN.png, and its comparisons appended)
 
 Steps:
   1. Collect: for each prompt draw K in 4..9 and sample K responses from a mix of policies (SFT at T = 1, SFT at
@@ -364,14 +366,15 @@ def main():
     p.add_argument("--round", type=int, default=1)
     args = p.parse_args()
     out = args.out or os.path.join("out", args.preset)
-    metrics_path = os.path.join(out, "reward_metrics.json")
+    metrics_path = os.path.join(out, M.round_file("reward_metrics.json", args.round))
     settings, history = PRESETS[args.preset], []
     if args.round > 1:  # iterated RLHF: a later round keeps the settings of the RM it continues (α, the labelers,
         # K, the number of prompts: the paper's RM stays one), unless a flag says otherwise
-        if not os.path.exists(metrics_path):
-            M.die(f"{metrics_path} not found: round {args.round} continues an RM; run `python reward.py --preset "
-                  f"{args.preset} --out {out}` first")
-        with open(metrics_path) as f:
+        previous_path = os.path.join(out, M.round_file("reward_metrics.json", args.round - 1))
+        if not os.path.exists(previous_path):
+            M.die(f"{previous_path} not found: round {args.round} continues round {args.round - 1}'s RM; run "
+                  f"`python reward.py --preset {args.preset} --out {out}` first")
+        with open(previous_path) as f:
             previous = json.load(f)
         settings, history = Config(**previous["config"]), previous.get("history", [])
     cfg = M.override(settings, args)
@@ -400,7 +403,8 @@ def main():
     else:  # iterated RLHF: fresh comparisons from the current policy, ranked by the labelers
         policy, _ = M.load_checkpoint(os.path.join(out, args.policy), hint("ppo.py"), enc.tokenizer_id, device)
         policies = {f"round{args.round}:policy": (policy, 1.0, 0.75), "sft": (sft, 1.0, 0.25)}
-        old = M.read_jsonl(comp_path, args.preset)
+        # the earlier rounds' comparisons (a round run again replaces its own, never stacks them)
+        old = [it for it in M.read_jsonl(comp_path, args.preset) if it["round"] < args.round]
     rng.shuffle(records)
     # Knowledge questions are where the RM must learn truth (right > "I don't know" > wrong, depending on
     # whether the answer can be known), so they make up a fixed share of the comparison prompts.
@@ -438,7 +442,8 @@ def main():
         rm, _ = M.load_checkpoint(os.path.join(out, "sft.pt"), hint("sft.py"), enc.tokenizer_id, device,
                                   scalar_head=True, dropout=0.0)
     else:
-        rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), hint("reward.py"), enc.tokenizer_id, device)
+        rm, _ = M.load_checkpoint(os.path.join(out, M.round_file("rm.pt", args.round - 1)), hint("reward.py"),
+                                  enc.tokenizer_id, device)
     del sft, policies
     rm.score_loglik.data.fill_(cfg.loglik_coef)  # α is fixed, not learned (deviation 5)
     rm.score_loglik.requires_grad_(False)
@@ -502,9 +507,10 @@ def main():
           f"{best[3]['acc_vs_gold_policy_pairs']:.3f} vs gold ({sum(v['n'] for v in own.values())} pairs); by task: "
           + ", ".join(f"{t} {v['acc']:.2f} ({v['n']})" for t, v in own.items()))
 
-    M.save_checkpoint(os.path.join(out, "rm.pt"), rm, args.preset, "reward", enc.tokenizer_id,
+    rm_name, curves_name = M.round_file("rm.pt", args.round), M.round_file("reward_curves.png", args.round)
+    M.save_checkpoint(os.path.join(out, rm_name), rm, args.preset, "reward", enc.tokenizer_id,
                       extra=dict(round=args.round, bias_shift=shift, epoch=best[2]))
-    M.plot_curves(os.path.join(out, "reward_curves.png"),
+    M.plot_curves(os.path.join(out, curves_name),
                   {"train loss": (log["step"], log["loss"]),
                    "held-out acc vs labels": ([e * steps_per_epoch for e in log["epoch"]], log["val_acc"]),
                    "held-out acc vs gold": ([e * steps_per_epoch for e in log["epoch"]], log["val_gold_acc"]),
@@ -523,7 +529,7 @@ def main():
     M.write_json(metrics_path, metrics)
     print(f"\nRM held-out accuracy {metrics['acc_vs_labels']:.3f} vs labels (ceiling {ceiling:.3f}), "
           f"{metrics['acc_vs_gold']:.3f} vs gold; took {total_time:.0f}s (collect {collect_time:.0f}s)")
-    print(f"wrote {out}/rm.pt, comparisons.jsonl, reward_metrics.json, reward_curves.png")
+    print(f"wrote {out}/{rm_name}, comparisons.jsonl, {os.path.basename(metrics_path)}, {curves_name}")
     print(f"next: python ppo.py --preset {args.preset}")
 
 

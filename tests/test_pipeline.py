@@ -215,7 +215,9 @@ def test_rm_alpha_is_fixed_at_the_configured_value(chain):
 
 def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, tmp_path, monkeypatch):
     """Iterated RLHF: round 2 runs reward.py on comparisons sampled from the policy round 1 ended with
-    (ppo_last.pt), appends them to the old ones, and the RM history holds both rounds."""
+    (ppo_last.pt), appends them to the old ones, writes its RM beside round 1's (rm_round2.pt; rm.pt untouched),
+    PPO's second round optimises against it, and the RM history holds both rounds. Running round 2 again
+    replaces its comparisons instead of stacking a third set on them, and evaluate.py judges with round 2's RM."""
     out = str(tmp_path)
     for f in ("base.pt", "sft.pt", "rm.pt", "comparisons.jsonl", "reward_metrics.json"):
         shutil.copy(os.path.join(chain, f), os.path.join(out, f))
@@ -227,9 +229,21 @@ def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, 
     items = [json.loads(line) for line in open(os.path.join(out, "comparisons.jsonl"))]
     assert len(items) > n_old and {it["round"] for it in items[n_old:]} == {2}
     assert any(s.startswith("round2:policy") for it in items[n_old:] for s in it["sources"])
-    history = json.load(open(os.path.join(out, "reward_metrics.json")))["history"]
+    history = json.load(open(os.path.join(out, "reward_metrics_round2.json")))["history"]
     assert [h["round"] for h in history] == [1, 2]
-    assert [r["round"] for r in json.load(open(os.path.join(out, "ppo_metrics.json")))["rounds"]] == [1, 2]
+    assert [h["round"] for h in json.load(open(os.path.join(out, "reward_metrics.json")))["history"]] == [1]
+    rounds = json.load(open(os.path.join(out, "ppo_metrics.json")))["rounds"]
+    assert [(r["round"], r["rm"]) for r in rounds] == [(1, "rm.pt"), (2, "rm_round2.pt")]
+    with open(os.path.join(out, "rm.pt"), "rb") as a, open(os.path.join(chain, "rm.pt"), "rb") as b:
+        assert a.read() == b.read()
+    run(reward, "--preset", "test", "--out", out, "--policy", "ppo_last.pt", "--round", "2")
+    again = [json.loads(line) for line in open(os.path.join(out, "comparisons.jsonl"))]
+    assert len(again) == len(items) and [it["id"] for it in again[:n_old]] == [it["id"] for it in items[:n_old]]
+    history = json.load(open(os.path.join(out, "reward_metrics_round2.json")))["history"]
+    assert [h["round"] for h in history] == [1, 2]
+    run(evaluate, "--preset", "test", "--out", out)
+    ev = json.load(open(os.path.join(out, "eval.json")))
+    assert ev["reward_model"] == "rm_round2.pt" and ev["rm_accuracy"] == history[-1]["acc_vs_labels"]
 
 
 def test_a_later_round_keeps_the_settings_of_the_rm_it_continues(chain, tmp_path):
@@ -242,10 +256,10 @@ def test_a_later_round_keeps_the_settings_of_the_rm_it_continues(chain, tmp_path
     n_old = len(open(os.path.join(out, "comparisons.jsonl")).readlines())
     run(reward, "--preset", "test", "--out", out, "--policy", "sft.pt", "--round", "2")
     enc = M.load_tokenizer("test")
-    rm, _ = M.load_checkpoint(os.path.join(out, "rm.pt"), "", enc.tokenizer_id)
+    rm, _ = M.load_checkpoint(os.path.join(out, "rm_round2.pt"), "", enc.tokenizer_id)
     assert reward.PRESETS["test"].loglik_coef > 0 and reward.PRESETS["test"].k_max > 5
     assert rm.score_loglik.item() == 0.0
-    metrics = json.load(open(os.path.join(out, "reward_metrics.json")))
+    metrics = json.load(open(os.path.join(out, "reward_metrics_round2.json")))
     assert metrics["config"]["loglik_coef"] == 0.0 and metrics["config"]["k_max"] == 5
     assert [h["round"] for h in metrics["history"]] == [1, 2]
     items = [json.loads(line) for line in open(os.path.join(out, "comparisons.jsonl"))]
