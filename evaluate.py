@@ -376,11 +376,15 @@ def main():
     hint = lambda n: f"python {made_by[n]} --preset {args.preset}" + (f" --out {out}" if args.out else "")  # noqa: E731
     load = lambda n, **kw: M.load_checkpoint(os.path.join(out, f"{n}.pt"), hint(n), enc.tokenizer_id, device, **kw)[0]  # noqa: E731
     sft = load("sft").eval()
-    # the RM of PPO's last round of iterated RLHF (ppo_metrics.json): it scores best-of-n and the figures' RM axis
+    # the RM PPO's last round optimised (ppo_metrics.json: rm_round2.pt after two rounds of iterated RLHF, as
+    # `make all` runs them): it scores best-of-n and the figures' RM axis
     ppo_path = os.path.join(out, "ppo_metrics.json")
-    last_round = json.load(open(ppo_path))["rounds"][-1]["round"] if os.path.exists(ppo_path) else 1
-    rm_path = os.path.join(out, M.round_file("rm.pt", last_round))
-    rm = M.load_checkpoint(rm_path, hint("rm"), enc.tokenizer_id, device)[0].eval() if os.path.exists(rm_path) else None
+    rm_path = os.path.join(out, json.load(open(ppo_path))["rounds"][-1].get("rm", "rm.pt") if os.path.exists(ppo_path)
+                           else "rm.pt")
+    rm, rm_round = None, 1
+    if os.path.exists(rm_path):
+        rm, ckpt = M.load_checkpoint(rm_path, hint("rm"), enc.tokenizer_id, device)
+        rm, rm_round = rm.eval(), ckpt["extra"].get("round", 1)
     names = [n for n in MODELS if os.path.exists(os.path.join(out, f"{n}.pt"))]
     tempered = tempered_rows(names, args.sft_temperature, args.ppo_temperature)
     names += list(tempered)
@@ -472,7 +476,7 @@ def main():
         if rows and os.path.exists(metrics):  # a run of several rounds: its last round
             last = json.load(open(metrics))["rounds"][-1]
             curves_runs[label] = ([r for r in rows if r.get("round", 1) == last["round"]], last["dev_gold_before"])
-    rmm_path = os.path.join(out, M.round_file("reward_metrics.json", last_round))
+    rmm_path = os.path.join(out, M.round_file("reward_metrics.json", rm_round))  # reward.py's, of the same round
     rmm = json.load(open(rmm_path)) if os.path.exists(rmm_path) else {}
     top = dict(preset=args.preset, reward_model=os.path.basename(rm_path), labeler_agreement=rmm.get("labeler_agreement", float("nan")),
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),

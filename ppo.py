@@ -491,8 +491,10 @@ def plot(out, name):
     curves = {k: (x, [r[k] for r in rows]) for k in ("rm_score", "reward", "gold", "kl", "entropy")}
     dev = [(i, r["dev_gold"]) for i, r in enumerate(rows) if "dev_gold" in r]
     curves["dev gold (sampled)"] = ([i for i, _ in dev], [v for _, v in dev])
+    rounds = sorted({r.get("round", 1) for r in rows})
     M.plot_curves(os.path.join(out, f"{name}_curves.png"), curves, f"{name}: RM score, gold, KL per iteration",
-                  xlabel="iteration")
+                  xlabel="iteration" if len(rounds) == 1 else f"iteration (rounds {rounds[0]}-{rounds[-1]} one after "
+                  "another, each from SFT)")
 
 
 def main():

@@ -26,7 +26,7 @@ Deviations from the paper (GPT-3: 175B parameters, 300B tokens):
      met the competence goal on 9 of 13 task families, 16M tokens on 12 (rewrite 18% -> 61%, brainstorming 41% -> 68%,
      rare facts known 10% -> 31%), while a 2.5x larger model on 8M tokens also met 9. 4M tokens gave sums 52%.
      On a later corpus 16M tokens met the goal on 12, 11 and 11 families with SFT seeds 1337, 1 and 2, and 25M
-     tokens on 12, 13 and 12 (README, "Six thousand pretraining steps"), for 16 more minutes in fp32.
+     tokens on 12, 13 and 12 (EARLIER_RUNS.md, "Six thousand pretraining steps"), for 16 more minutes in fp32.
   2. The "internet" is generated (data/world.py), so we can measure exactly which facts the model knows, and
      whether it can look a fact up in its context (the reading probe: what closed QA will ask of SFT).
   3. A byte-level BPE of a few thousand tokens trained on our corpus instead of GPT-2's 50k vocabulary.

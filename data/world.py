@@ -173,10 +173,10 @@ def doc_arithmetic(rng, kb):
 
 # Stories, word games, letters and passages use several words for the same thing ("tale", "upper case", "last word
 # first", "farewell", "extracted"), as text on the internet does. The held-out instruction templates (tasks.py) ask
-# with these words; before 2026-12-05 the corpus never used them: no model can map a word it has never read onto
-# the task SFT taught. Greedy SFT on the held-out phrasings, without -> with them (README, "Held-out phrasings"; one
-# base model without, two with): stories 34% -> 78%, 85%; chat 41% -> 53%, 18%; extraction 53% -> 65%, 24%; rewrite
-# 9% -> 17%, 4%. The word is needed, not enough: the last three move with the pretraining draw as much.
+# with these words; before 2026-12-05 the corpus never used them: no model can map a word it has never read onto the
+# task SFT taught. Greedy SFT on the held-out phrasings, without -> with them (one base model without, two with;
+# EARLIER_RUNS.md, "Held-out phrasings"): stories 34% -> 78%, 85%; chat 41% -> 53%, 18%; extraction 53% -> 65%, 24%;
+# rewrite 9% -> 17%, 4%. The word is needed, not enough: the last three move with the pretraining draw as much.
 def doc_games(rng, kb):
     out = ["Word games."]
     for _ in range(rng.randint(2, 5)):
@@ -247,12 +247,12 @@ def doc_forum_misc(rng, kb):
 DOCS = [(doc_encyclopedia, .27), (doc_forum, .19), (doc_story, .08), (doc_review, .05), (doc_list, .05),
         (doc_arithmetic, .07), (doc_games, .07), (doc_letter, .04), (doc_toxic, .03), (doc_passage, .05),
         (doc_reading, .06), (doc_forum_misc, .04)]
-# Reading tests are a fifth of the documents, not the 6% DOCS gives them (the others shrink in proportion): a
-# base model must learn to look a fact up in its context before SFT can ask it to. Measured at cpu on one base
-# model each (README, "Reading tests at a fifth of the documents"): with 6%, new reading tests are answered with the
-# right person's job or pet 17.5% of the time (chance ~40%) and SFT answers closed QA 48% right (one of the
-# passage's two values, at random); with 20%, 98.5% and 88%, brainstorming 71% -> 89%, while the base model knows
-# fewer facts (common 97% -> 96%, rare 45% -> 38%).
+# Reading tests are a fifth of the documents, not the 6% DOCS gives them (the others shrink in proportion): a base
+# model must learn to look a fact up in its context before SFT can ask it to. Measured at cpu on one base model each
+# (EARLIER_RUNS.md, "Reading tests at a fifth of the documents"): with 6%, new reading tests are answered with the
+# right person's job or pet 17.5% of the time (chance ~40%) and SFT answers closed QA 48% right (one of the passage's
+# two values, at random); with 20%, 98.5% and 88%, brainstorming 71% -> 89%, while the base model knows fewer facts
+# (common 97% -> 96%, rare 45% -> 38%).
 READING_SHARE = 0.2
 
 

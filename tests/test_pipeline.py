@@ -241,6 +241,8 @@ def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, 
     assert len(again) == len(items) and [it["id"] for it in again[:n_old]] == [it["id"] for it in items[:n_old]]
     history = json.load(open(os.path.join(out, "reward_metrics_round2.json")))["history"]
     assert [h["round"] for h in history] == [1, 2]
+    run(ppo, "--preset", "test", "--out", out, "--iterations", "1", "--ptx", "--rm", "rm_round2.pt")  # as make all
+    assert json.load(open(os.path.join(out, "ppo_ptx_metrics.json")))["rounds"][0]["rm"] == "rm_round2.pt"
     run(evaluate, "--preset", "test", "--out", out)
     ev = json.load(open(os.path.join(out, "eval.json")))
     assert ev["reward_model"] == "rm_round2.pt" and ev["rm_accuracy"] == history[-1]["acc_vs_labels"]
