@@ -745,7 +745,9 @@ def native_bf16(device):
 
 def bf16_speedup(device, n=1024, reps=4):
     """How many times faster a bf16 (n x n) matmul runs than an fp32 one here (best of reps; ~0.1 s, once per
-    process). 0 where bf16 is not native (it would be emulated)."""
+    process). 0 where bf16 is not native (it would be emulated). Its matrix comes from the global RNG after the
+    stage's set_seed, so the measurement is part of each stage's random stream, the same in every run (the
+    pipeline tests clear the cache before each stage, as a fresh process starts without it)."""
     if not native_bf16(device):
         return 0.0
     key = str(device)

@@ -24,9 +24,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(module, *args):
-    """`python <module>.py *args`, run from the repository's root as a student runs it."""
+    """`python <module>.py *args`, run from the repository's root as a student runs it: in a fresh process a stage
+    measures the bf16 speed-up once (`--precision auto`), drawing its test matrix from the global RNG after its
+    seed is set, so the measurement kept from an earlier stage or test is dropped here (otherwise a stage's random
+    numbers would depend on what ran before it in this process)."""
     old, cwd = sys.argv, os.getcwd()
     sys.argv = [module.__name__ + ".py", *args]
+    M._BF16_SPEEDUP.clear()
     os.chdir(ROOT)
     try:
         module.main()
