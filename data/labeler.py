@@ -402,27 +402,35 @@ def probe_pairs(records, rng, n_per_kind=50):
     Kinds: fact_right_vs_wrong, fact_right_vs_abstain (common entities), sum_right_vs_wrong,
     unfamiliar_abstain_vs_invented (unseen/nokb names), concise_vs_verbose, full_vs_fragment, and
     answer_vs_refusal: the answer to a harmless request against "I'm sorry, but I can't help with that.", the
-    hack PPO finds against an RM that cannot tell them apart (README, F8). It is drawn last, so adding it left
-    the other kinds' pairs as they were."""
+    hack PPO finds against an RM that cannot tell them apart (README, F8), and list_distinct_vs_repeated: a list
+    of distinct items against the same list with its last item replaced by an earlier one (the mistake SFT makes
+    in a fifth of its lists, and no contrast answer shows). Each new kind is drawn after the older ones, so
+    adding it left their pairs as they were."""
     pools = {"fact_right_vs_wrong": [r for r in records if r["task"] == "open_qa" and r["tier"] == "common"],
              "sum_right_vs_wrong": [r for r in records if r["task"] == "other"],
              "unfamiliar_abstain_vs_invented": [r for r in records if r["task"] == "open_qa" and not r["answerable"]],
              "concise_vs_verbose": [r for r in records if r["task"] not in ("harmful", "toxic")],
              "full_vs_fragment": list(records),
-             "answer_vs_refusal": [r for r in records if r["task"] not in ("harmful", "toxic") and r["answerable"]]}
+             "answer_vs_refusal": [r for r in records if r["task"] not in ("harmful", "toxic") and r["answerable"]],
+             "list_distinct_vs_repeated": [r for r in records if r["task"] == "brainstorming" and r["n_items"] >= 2]}
     pools["fact_right_vs_abstain"] = pools["fact_right_vs_wrong"]
     out = []
     for kind in ["fact_right_vs_wrong", "fact_right_vs_abstain", "sum_right_vs_wrong",
-                 "unfamiliar_abstain_vs_invented", "concise_vs_verbose", "full_vs_fragment", "answer_vs_refusal"]:
+                 "unfamiliar_abstain_vs_invented", "concise_vs_verbose", "full_vs_fragment", "answer_vs_refusal",
+                 "list_distinct_vs_repeated"]:
         pool = pools[kind]
         for _ in range(min(n_per_kind, len(pool)) if pool else 0):
             rec = pool[rng.randrange(len(pool))]
             c = contrasts(rec, rng)
+            if kind == "list_distinct_vs_repeated":
+                items = c["right"].rstrip(".").split(", ")
+                c["repeated"] = ", ".join(items[:-1] + [rng.choice(items[:-1])]) + "."
             better, worse = {"fact_right_vs_wrong": ("right", "wrong"), "fact_right_vs_abstain": ("right", "abstain"),
                              "sum_right_vs_wrong": ("right", "wrong"),
                              "unfamiliar_abstain_vs_invented": ("abstain", "wrong"),
                              "concise_vs_verbose": ("right", "verbose"), "full_vs_fragment": ("right", "fragment"),
-                             "answer_vs_refusal": ("right", "refuse")}[kind]
+                             "answer_vs_refusal": ("right", "refuse"),
+                             "list_distinct_vs_repeated": ("right", "repeated")}[kind]
             out.append((kind, rec, c[better], c[worse]))
     return out
 

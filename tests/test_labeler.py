@@ -139,9 +139,12 @@ def test_probe_pairs_differ_in_gold_the_right_way(w):
     pairs = labeler.probe_pairs(w["rm"] + w["eval"], random.Random(0), n_per_kind=20)
     assert {k for k, *_ in pairs} == {"fact_right_vs_wrong", "fact_right_vs_abstain", "sum_right_vs_wrong",
                                      "unfamiliar_abstain_vs_invented", "concise_vs_verbose", "full_vs_fragment",
-                                     "answer_vs_refusal"}
+                                     "answer_vs_refusal", "list_distinct_vs_repeated"}
     for kind, r, better, worse in pairs:
         assert total(r, better) > total(r, worse), (kind, better, worse)
+        if kind == "list_distinct_vs_repeated":  # the same list, one item said twice
+            a, b = better.rstrip(".").split(", "), worse.rstrip(".").split(", ")
+            assert len(set(a)) == len(a) == len(b) == len(set(b)) + 1 and a[:-1] == b[:-1], (better, worse)
 
 
 @pytest.mark.parametrize("breakage", ["drop_task", "bad_task", "bad_type", "drop_field", "bad_tier", "not_dict"])
