@@ -314,7 +314,8 @@ def report(out, res, top, flags):
     lines = ["# Evaluation report", "", f"Command: `python evaluate.py --preset {top['preset']}`. Judge: the simulated "
              f"labeler's gold score. Decoding: {top['decoding']}.", "",
              f"Labeler agreement (ceiling): {top['labeler_agreement']:.3f}; RM ({top.get('reward_model', 'rm.pt')}) "
-             f"held-out accuracy: {top['rm_accuracy']:.3f} vs labels, {top.get('rm_accuracy_vs_gold', float('nan')):.3f} vs gold.", "",
+             f"held-out accuracy: {top['rm_accuracy']:.3f} vs labels, "
+             f"{top.get('rm_accuracy_vs_gold', float('nan')):.3f} vs gold.", "",
              f"The ceiling of a win rate against SFT: the labelers' own demonstrations win {ceiling['win_rate_vs_sft']:.1%} "
              f"(gold {ceiling['gold_total']:+.3f}), since SFT's answer is already as good in {ceiling['sft_as_good']:.0%} "
              "of the cases (a tie there, whatever the model).", "",
@@ -478,7 +479,8 @@ def main():
             curves_runs[label] = ([r for r in rows if r.get("round", 1) == last["round"]], last["dev_gold_before"])
     rmm_path = os.path.join(out, M.round_file("reward_metrics.json", rm_round))  # reward.py's, of the same round
     rmm = json.load(open(rmm_path)) if os.path.exists(rmm_path) else {}
-    top = dict(preset=args.preset, reward_model=os.path.basename(rm_path), labeler_agreement=rmm.get("labeler_agreement", float("nan")),
+    top = dict(preset=args.preset, reward_model=os.path.basename(rm_path),
+               labeler_agreement=rmm.get("labeler_agreement", float("nan")),
                rm_accuracy=rmm.get("acc_vs_labels", float("nan")), rm_accuracy_vs_gold=rmm.get("acc_vs_gold", float("nan")),
                rm_probe=rmm.get("probe", {}), n_prompts=len(records), samples_per_prompt=args.samples,
                demonstrations_vs_sft=ceiling, best_of_n_by_gold=bon_gold,

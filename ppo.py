@@ -13,8 +13,8 @@ from SFT, the value model from the RM; the reference π^SFT (`ref`) and the RM (
     python ppo.py --preset cpu --kl-coef 0 --iterations 50 --out out/cpu-nokl   # the over-optimisation exercise
     python ppo.py --preset cpu --rounds 2            # iterated RLHF (what `make all` runs): after each PPO round,
                                                      # reward.py collects comparisons from the policy PPO ended
-                                                     # with and trains the RM on (rm_round2.pt); the next round's
-                                                     # PPO starts again from SFT
+                                                     # with and trains the RM further (rm_round2.pt); the next
+                                                     # round's PPO starts again from SFT
     python ppo.py --preset cpu --ptx --rm rm_round2.pt   # PPO-ptx against round 2's RM (`make all`, after the above)
 
 Reads  out/<preset>/sft.pt, rm.pt (or --rm), data/<preset>/ppo_prompts.jsonl, dev_prompts.jsonl, corpus.txt (ptx)
