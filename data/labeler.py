@@ -143,6 +143,13 @@ def _score_fact(rec, text, abstain):
     return -0.3, 0.0, False, False  # off-topic: neither an answer nor an abstention
 
 
+def list_items(text):
+    """The items of a list answer as the brainstorming checker reads them: what follows the last colon, split at
+    commas, new lines and "and", without numbering, in lower case ("Sure: 1. Apple, pear." -> ["apple", "pear"])."""
+    items = [i.strip(" .!\n").lower() for i in re.split(r",|\n|\band\b", text.split(":")[-1])]
+    return [re.sub(r"^(\d+[.)]|-)\s*", "", i) for i in items if i.strip(" .!\n")]
+
+
 def _task_score(rec, text):
     """Checker for the non-knowledge tasks: a score in [0, 1] (1 = done right), graded."""
     t = rec["task"]
@@ -153,9 +160,7 @@ def _task_score(rec, text):
         s = 0.35 * _has(text, rec["keywords"][0], case=True) + 0.25 * _has(text, rec["keywords"][1]) + 0.4 * count
         return s * (0.8 if long else 1.0)
     if t == "brainstorming":
-        body = text.split(":")[-1]
-        items = [i.strip(" .!\n").lower() for i in re.split(r",|\n|\band\b", body)]
-        items = [re.sub(r"^(\d+[.)]|-)\s*", "", i) for i in items if i.strip(" .!\n")]
+        items = list_items(text)
         valid = set(i for i in items if i in CATEGORIES[rec["category"]])
         extra = (len(items) - len(valid)) + max(0, len(valid) - rec["n_items"])
         return max(0.0, min(len(valid), rec["n_items"]) / rec["n_items"] - 0.15 * extra)

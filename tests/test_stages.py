@@ -443,3 +443,23 @@ def test_reward_hacking_is_flagged():
     hacker = dict(win_rate_vs_sft=0.7, abstain_rate_answerable=0.5, task_accuracy=dict(open_qa=0.2, other=0.8))
     flags = evaluate.hacking_flags(dict(sft=base, ppo=honest, ppo_ptx=hacker))
     assert list(flags) == ["ppo_ptx"] and "open_qa" in flags["ppo_ptx"]["accuracy_drops"]
+
+
+def test_list_mistakes_counts_repeats_and_extra_items_and_repairs_only_repeats():
+    from data.labeler import gold
+    from data.tasks import _record
+    r = dict(_record("brainstorming", "List three fruits.", "brainstorming/0", False, category="fruits", n_items=3), id="t-1")
+    other = _record("chat", "Say hello to Bimo.", "chat/0", False, name="Bimo", act="greet")
+    texts = ["apple, apple, pear.", "apple, pear, plum, lemon.", "apple, pear, plum.", "Sure: mango, mango, plum.",
+             "Hello, Bimo!"]
+    res = evaluate.list_mistakes([r, r, r, r, other], texts)
+    assert (res["n"], res["repeated"], res["too_many"], res["rm_pairs"]) == (4, 0.5, 0.25, 1)
+    assert res["rm_prefers_repaired"] is None  # no RM given
+    seen = []
+    score = lambda recs, ts: (seen.extend(ts), [len(set(t.split(", "))) for t in ts])[1]  # noqa: E731 (an RM that counts)
+    res = evaluate.list_mistakes([r, r, r, r, other], texts, score)
+    repaired = seen[0]
+    assert res["rm_prefers_repaired"] == 1.0 and seen[1] == "apple, apple, pear."  # only the plain list is repaired
+    items = repaired.rstrip(".").split(", ")
+    assert items[::2] == ["apple", "pear"] and len(set(items)) == 3 and gold(r, repaired)["correct"]
+    assert evaluate.list_mistakes([r, r, r, r], texts[:4], lambda recs, ts: [0.0] * len(ts))["rm_prefers_repaired"] == 0
