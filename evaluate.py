@@ -32,6 +32,7 @@ What each figure mirrors:
   6. generalisation                     win rate on instruction templates no training prompt used
   7. over-optimisation (Gao et al. 2022) gold and RM score against KL: PPO logs (rollouts and dev checks) and best-of-n
   8. reward model                       accuracy against the labeler-agreement ceiling
+  9. lists (report.md, no figure)       an item named twice or too many items, and does the RM prefer the repair
 Unlike the paper, we can show the true quality (gold) next to the RM's proxy for every model.
 
 Deviations from the paper:
@@ -168,6 +169,7 @@ def list_mistakes(records, texts, score=None):
         return {}
     valid = [[i for i in items if i in CATEGORIES[r["category"]]] for r, _, items in lists]
     repeated = [len(set(v)) < len(v) for v in valid]
+    too_many = [len(set(v)) > r["n_items"] for (r, _, _), v in zip(lists, valid)]
     pairs = []  # (record, the list repaired, the list as written)
     for (r, t, items), rep in zip(lists, repeated):
         if rep and t == ", ".join(items) + ".":
@@ -179,10 +181,10 @@ def list_mistakes(records, texts, score=None):
     prefers = None
     if score is not None and pairs:
         recs = [r for r, _, _ in pairs]
-        prefers = rate([a > b for a, b in zip(score(recs, [p[1] for p in pairs]), score(recs, [p[2] for p in pairs]))])
-    return dict(n=len(lists), repeated=rate(repeated), too_many=rate([len(set(v)) > r["n_items"] for (r, _, _), v
-                                                                       in zip(lists, valid)]),
-                rm_pairs=len(pairs), rm_prefers_repaired=prefers)
+        repaired, written = score(recs, [p[1] for p in pairs]), score(recs, [p[2] for p in pairs])
+        prefers = rate([a > b for a, b in zip(repaired, written)])
+    return dict(n=len(lists), repeated=rate(repeated), too_many=rate(too_many), rm_pairs=len(pairs),
+                rm_prefers_repaired=prefers)
 
 
 @torch.no_grad()
