@@ -456,7 +456,11 @@ def test_list_mistakes_counts_repeats_and_extra_items_and_repairs_only_repeats()
     assert (res["n"], res["repeated"], res["too_many"], res["rm_pairs"]) == (4, 0.5, 0.25, 1)
     assert res["rm_prefers_repaired"] is None  # no RM given
     seen = []
-    score = lambda recs, ts: (seen.extend(ts), [len(set(t.split(", "))) for t in ts])[1]  # noqa: E731 (an RM that counts)
+
+    def score(recs, ts):  # an RM that counts distinct items, and keeps what it was shown
+        seen.extend(ts)
+        return [len(set(t.split(", "))) for t in ts]
+
     res = evaluate.list_mistakes([r, r, r, r, other], texts, score)
     repaired = seen[0]
     assert res["rm_prefers_repaired"] == 1.0 and seen[1] == "apple, apple, pear."  # only the plain list is repaired
