@@ -41,7 +41,7 @@ the dev prompts the simulated labelers like best (as the paper's labelers judged
 they veto it: a checkpoint that answers some task family's dev prompts correctly less often than SFT (−3 points)
 or abstains on more answerable ones (+5 points) is never kept, whatever its gold (`--no-veto` to see what it
 would have been); the log names the family. A drop counts only if it is also larger than two standard errors of
-the dev estimate (`veto_z`), and SFT's baseline is the mean of three sampling seeds (`dev_baseline`): a family of
+the dev estimate (`--veto-z`), and SFT's baseline is the mean of three sampling seeds (`dev_baseline`): a family of
 24 prompts x 4 samples cannot resolve 3 points, and against one lucky draw of SFT every checkpoint was vetoed.
 
 Deviations from the paper:
@@ -522,6 +522,8 @@ def main():
                    "optimises against, e.g. rm_round2.pt, the RM a `--rounds 2` run ended with")
     p.add_argument("--unanswerable-keep", dest="unanswerable_keep", type=float,
                    help="keep this share of the unanswerable knowledge prompts in the rollouts (an experiment)")
+    p.add_argument("--veto-z", dest="veto_z", type=float,
+                   help="a family's drop vetoes a check only beyond this many standard errors (default 2)")
     p.add_argument("--no-veto", dest="veto", action="store_const", const=False,
                    help="keep the best dev-gold checkpoint even if it answers fewer prompts right or abstains more")
     args = p.parse_args()
