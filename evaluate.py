@@ -436,6 +436,7 @@ def main():
           f"on {len(records)} eval prompts x {args.samples} sampled answer(s)")
     drawn = [r for r in records for _ in range(args.samples)]  # each prompt args.samples times, consecutively
 
+    rm_score = (lambda rs, ts: rm_score_texts(rm, enc, rs, ts, device)) if rm is not None else None  # noqa: E731
     texts, res, totals = {}, {}, {}
     for n in ["sft"] + [n for n in names if n != "sft"]:
         src, t = tempered.get(n, (n, TEMPERATURE))
@@ -443,10 +444,9 @@ def main():
         gen = torch.Generator(device=device).manual_seed(args.seed)  # the same random numbers for every model
         outs = M.respond(m, enc, [r["prompt"] for r in drawn], S["max_new_tokens"], t, generator=gen)
         texts[n] = [M.decode(enc, o) for o in outs]
-        rms = rm_score_texts(rm, enc, drawn, texts[n], device) if rm else None
+        rms = rm_score(drawn, texts[n]) if rm_score else None
         res[n], totals[n] = judge(drawn, texts[n], rms, totals.get("sft"), args.samples)
-        score = (lambda rs, ts: rm_score_texts(rm, enc, rs, ts, device)) if rm is not None else None  # noqa: E731
-        res[n]["lists"] = list_mistakes(drawn, texts[n], score)
+        res[n]["lists"] = list_mistakes(drawn, texts[n], rm_score)
         res[n]["heldout_lm_loss"] = heldout_lm_loss(m, lm_tokens, S["lm_batches"], m.cfg.block_size, device, t)
         res[n]["cloze_accuracy"] = cloze_accuracy(m, enc, cloze, device, t)
         kl_recs = records[: S["kl_prompts"]]
