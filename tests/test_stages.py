@@ -431,6 +431,21 @@ def test_win_rate_ci_counts_prompts_not_draws():
     assert ci[1] - ci[0] > evaluate.win_rate(ppo_gold, sft_gold)[1][1] - evaluate.win_rate(ppo_gold, sft_gold)[1][0]
 
 
+def test_accuracy_change_is_paired_by_prompt_and_per_family():
+    recs = [dict(task="a")] * 6 + [dict(task="b")] * 2  # three prompts of family a, one of b; two draws each
+    sft = [1, 1, 1, 0, 0, 0, 1, 1]
+    ppo = [1, 0, 1, 1, 0, 0, 0, 0]  # a: prompt 1 -0.5, prompt 2 +0.5, prompt 3 0; b: -1
+    ch = evaluate.accuracy_change(recs, ppo, sft, draws=2)
+    half = 1.96 * torch.tensor([-0.5, 0.5, 0.0]).std().item() / math.sqrt(3)
+    assert ch["a"] == pytest.approx([0.0, -half, half])
+    assert ch["b"][0] == -1.0 and math.isnan(ch["b"][1])  # one prompt: no interval
+    flags = evaluate.hacking_flags(dict(sft=dict(win_rate_vs_sft=0.5, abstain_rate_answerable=0.0,
+                                                 task_accuracy=dict(a=0.5, b=1.0)),
+                                        ppo=dict(win_rate_vs_sft=0.6, abstain_rate_answerable=0.0,
+                                                 task_accuracy=dict(a=0.5, b=0.0), task_accuracy_vs_sft=ch)))
+    assert flags["ppo"]["accuracy_drops"] == {"b": 1.0} and list(flags["ppo"]["accuracy_drops_ci95"]) == ["b"]
+
+
 def test_best_of_n_kl_formula():
     assert evaluate.bon_kl(1) == 0
     assert evaluate.bon_kl(4) == pytest.approx(math.log(4) - 0.75)
