@@ -129,7 +129,8 @@ class Config:
     dev_prompts: int = 400
     dev_samples: int = 4  # sampled answers per dev prompt. With 200 prompts x 2, SFT's dev gold ranged
     # +0.24..+0.35 over seeds (standard error ≈ 0.05, as large as PPO's effect); 200 x 8 gave +0.30..+0.31, but
-    # its 29 answerable knowledge questions were too few for the per-family veto. 400 x 4 costs the same.
+    # its 29 answerable knowledge questions were too few for the per-family veto. 400 x 4 costs the same. 8 answers
+    # (`--dev-samples 8`, 27-46 s more a run) kept SFT on two PPO seeds of three against round 2's RM (README).
     veto: bool = True  # never keep a checkpoint that answers fewer answerable dev prompts right or abstains more
     max_correct_drop: float = 0.03
     max_abstain_rise: float = 0.05
@@ -522,6 +523,8 @@ def main():
                    "optimises against, e.g. rm_round2.pt, the RM a `--rounds 2` run ended with")
     p.add_argument("--unanswerable-keep", dest="unanswerable_keep", type=float,
                    help="keep this share of the unanswerable knowledge prompts in the rollouts (an experiment)")
+    p.add_argument("--dev-samples", dest="dev_samples", type=int,
+                   help="sampled answers per dev prompt at each check (default 4): more resolve a family's change better")
     p.add_argument("--veto-z", dest="veto_z", type=float,
                    help="a family's drop vetoes a check only beyond this many standard errors (default 2)")
     p.add_argument("--no-veto", dest="veto", action="store_const", const=False,
