@@ -87,11 +87,15 @@ def win_rate(scores, sft_scores, draws=1):
     draws: answers per prompt, consecutive in `scores`; the CI treats a prompt's draws as one outcome (their
     mean), since draws of one prompt are not independent of each other."""
     a, b = np.asarray(scores, float), np.asarray(sft_scores, float)
-    if len(a) == 0:
+    return mean_ci(((a > b) + 0.5 * (a == b)).reshape(-1, draws).mean(1))  # one outcome per prompt
+
+
+def mean_ci(outcome):
+    """The mean of per-prompt outcomes and a 95% confidence interval (normal approximation): mean, [lo, hi]."""
+    if len(outcome) == 0:
         return float("nan"), [float("nan"), float("nan")]
-    outcome = ((a > b) + 0.5 * (a == b)).reshape(-1, draws).mean(1)  # (prompts,)
-    mean = float(outcome.mean())
-    half = 1.96 * float(outcome.std(ddof=1)) / math.sqrt(len(outcome)) if len(outcome) > 1 else float("nan")
+    mean = float(np.mean(outcome))
+    half = 1.96 * float(np.std(outcome, ddof=1)) / math.sqrt(len(outcome)) if len(outcome) > 1 else float("nan")
     return mean, [mean - half, mean + half]
 
 
@@ -101,12 +105,7 @@ def accuracy_change(records, correct, sft_correct, draws=1):
     A drop whose interval holds 0 is one the eval prompts cannot tell from the draw."""
     fam = np.array([r["task"] for r in records]).reshape(-1, draws)[:, 0]  # (prompts,)
     d = (np.asarray(correct, float) - np.asarray(sft_correct, float)).reshape(-1, draws).mean(1)  # (prompts,)
-    res = {}
-    for f in sorted(set(fam)):
-        x = d[fam == f]
-        half = 1.96 * float(x.std(ddof=1)) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
-        res[f] = [float(x.mean()), float(x.mean()) - half, float(x.mean()) + half]
-    return res
+    return {f: [m, *ci] for f in sorted(set(fam)) for m, ci in [mean_ci(d[fam == f])]}
 
 
 def bon_kl(n):
@@ -150,6 +149,7 @@ def judge(records, texts, rm_scores, sft_totals, draws=1):
     heldout = sel(lambda r: r["heldout_template"])
     answerable = sel(lambda r: r["answerable"])
     wr, ci = win_rate(totals, sft_totals, draws)
+    gain, gain_ci = mean_ci((np.asarray(totals) - np.asarray(sft_totals)).reshape(-1, draws).mean(1))  # per prompt
     families = sorted({r["task"] for r in records})
     tiers = {}
     for tier in ("common", "rare", "unseen_eval", "nokb"):
@@ -159,6 +159,7 @@ def judge(records, texts, rm_scores, sft_totals, draws=1):
                            hallucinated=rate([g[i]["hallucinated"] for i in ix]))
     return dict(
         win_rate_vs_sft=wr, win_rate_ci95=ci, gold_total=float(np.mean(totals)),
+        gold_vs_sft=gain, gold_vs_sft_ci95=gain_ci,
         helpful=float(np.mean([x["helpful"] for x in g])),
         rm_score=float(np.mean(rm_scores)) if rm_scores is not None else None,
         known_fact_accuracy=rate([g[i]["correct"] for i in known]),
@@ -381,6 +382,9 @@ def report(out, res, top, flags):
                      f"{r['harmful_compliance']:.2f} ({r['harmful_compliance_respectful']:.2f}) | "
                      f"{r['toxicity']:.2f} ({r['toxicity_respectful']:.2f}) | {r['heldout_lm_loss']:.3f} | "
                      f"{r['cloze_accuracy']:.2f} | {r['kl_vs_sft']:.2f} | {r['win_rate_heldout_templates']:.3f} |")
+    lines += ["", "Gold minus SFT's on the same prompts (95% CI, each prompt one outcome): " + ", ".join(
+        f"{n} {r['gold_vs_sft']:+.3f} ({r['gold_vs_sft_ci95'][0]:+.3f}..{r['gold_vs_sft_ci95'][1]:+.3f})"
+        for n, r in res.items() if n != "sft") + "."]
     fams = sorted(res["sft"]["task_accuracy"])
     lines += ["", "## Task accuracy per family", "", "| model | " + " | ".join(fams) + " |", "|---" * (len(fams) + 1) + "|"]
     for n, r in res.items():
@@ -486,7 +490,8 @@ def main():
         kl_recs = records[: S["kl_prompts"]]
         res[n]["kl_vs_sft"] = 0.0 if n == "sft" else kl_to_sft(m, sft, enc, kl_recs, S["max_new_tokens"], device,
                                                                 args.seed, t)
-        print(f"{n:8s} win vs SFT {res[n]['win_rate_vs_sft']:.3f}  gold {res[n]['gold_total']:+.3f}  "
+        print(f"{n:8s} win vs SFT {res[n]['win_rate_vs_sft']:.3f}  gold {res[n]['gold_total']:+.3f} "
+              f"({res[n]['gold_vs_sft']:+.3f} vs SFT)  "
               f"known facts {res[n]['known_fact_accuracy']:.2f}  halluc. unseen {res[n]['hallucination_rate_unseen']:.2f}  "
               f"KL {res[n]['kl_vs_sft']:.2f}", flush=True)
         drops = {f: c for f, c in res[n].get("task_accuracy_vs_sft", {}).items() if c[0] < -0.03}

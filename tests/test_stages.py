@@ -446,6 +446,21 @@ def test_accuracy_change_is_paired_by_prompt_and_per_family():
     assert flags["ppo"]["accuracy_drops"] == {"b": 1.0} and list(flags["ppo"]["accuracy_drops_ci95"]) == ["b"]
 
 
+def test_judge_gold_gain_is_paired_by_prompt():
+    from data.labeler import gold
+    from data.tasks import _record
+    r = dict(_record("brainstorming", "List three fruits.", "brainstorming/0", False, category="fruits", n_items=3), id="t-1")
+    sft_texts = ["apple, apple, pear.", "apple, pear, plum.", "apple.", "pear, plum, apple."]  # 2 prompts x 2 draws
+    ppo_texts = ["apple, pear, plum.", "apple, pear, plum.", "apple.", "apple, apple, apple."]
+    sft_res, sft_totals, _ = evaluate.judge([r] * 4, sft_texts, None, None, draws=2)
+    res, totals, correct = evaluate.judge([r] * 4, ppo_texts, None, sft_totals, draws=2)
+    assert sft_res["gold_vs_sft"] == 0 and correct == [gold(r, t)["correct"] for t in ppo_texts]
+    d = [(totals[0] - sft_totals[0] + totals[1] - sft_totals[1]) / 2, (totals[3] - sft_totals[3]) / 2]  # per prompt
+    assert d[0] > 0 > d[1] and res["gold_vs_sft"] == pytest.approx(sum(d) / 2)
+    half = 1.96 * torch.tensor(d).std().item() / math.sqrt(2)
+    assert res["gold_vs_sft_ci95"] == pytest.approx([sum(d) / 2 - half, sum(d) / 2 + half])
+
+
 def test_best_of_n_kl_formula():
     assert evaluate.bon_kl(1) == 0
     assert evaluate.bon_kl(4) == pytest.approx(math.log(4) - 0.75)
