@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import evaluate
 import model as M
@@ -204,6 +205,24 @@ def test_tiny_ppo_run_raises_its_rm_score(chain):
     rows = [json.loads(line) for line in open(os.path.join(chain, "ppo_log.jsonl"))]
     first, last = rows[0]["rm_score"], max(r["rm_score"] for r in rows[-3:])
     assert last > first, [r["rm_score"] for r in rows]
+
+
+def test_dev_checks_choose_a_checkpoint_and_leave_the_training_alone(chain, tmp_path):
+    """The dev checks draw their own random numbers: how many answers they sample (`--dev-samples`) may change which
+    checkpoint is kept, never the rollouts or the policy a run ends with (README: "the training is the same to the
+    digit, only the checks differ")."""
+    out = str(tmp_path)
+    for f in ("base.pt", "sft.pt", "rm.pt", "comparisons.jsonl", "reward_metrics.json"):
+        shutil.copy(os.path.join(chain, f), os.path.join(out, f))
+    run(ppo, "--preset", "test", "--out", out, "--dev-samples", "1")
+    a = [json.loads(line) for line in open(os.path.join(chain, "ppo_log.jsonl"))]
+    b = [json.loads(line) for line in open(os.path.join(out, "ppo_log.jsonl"))]
+    keys = ["rm_score", "reward", "gold", "kl", "entropy", "approx_kl", "clipfrac", "vf_loss", "top_response"]
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+    assert [r["dev_gold"] for r in a if "dev_gold" in r] != [r["dev_gold"] for r in b if "dev_gold" in r]
+    last_a = torch.load(os.path.join(chain, "ppo_last.pt"), weights_only=True)["model"]
+    last_b = torch.load(os.path.join(out, "ppo_last.pt"), weights_only=True)["model"]
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
 
 
 def test_rm_alpha_is_fixed_at_the_configured_value(chain):
