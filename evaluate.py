@@ -87,13 +87,15 @@ def win_rate(scores, sft_scores, draws=1):
     draws: answers per prompt, consecutive in `scores`; the CI treats a prompt's draws as one outcome (their
     mean), since draws of one prompt are not independent of each other."""
     a, b = np.asarray(scores, float), np.asarray(sft_scores, float)
-    return mean_ci(((a > b) + 0.5 * (a == b)).reshape(-1, draws).mean(1))  # one outcome per prompt
+    return mean_ci((a > b) + 0.5 * (a == b), draws)
 
 
-def mean_ci(outcome):
-    """The mean of per-prompt outcomes and a 95% confidence interval (normal approximation): mean, [lo, hi]."""
-    if len(outcome) == 0:
+def mean_ci(x, draws=1):
+    """The mean of per-answer outcomes x and a 95% confidence interval (normal approximation): mean, [lo, hi]. A
+    prompt's `draws` consecutive answers are averaged into one outcome first: the interval counts prompts."""
+    if len(x) == 0:
         return float("nan"), [float("nan"), float("nan")]
+    outcome = np.asarray(x, float).reshape(-1, draws).mean(1)  # (prompts,)
     mean = float(np.mean(outcome))
     half = 1.96 * float(np.std(outcome, ddof=1)) / math.sqrt(len(outcome)) if len(outcome) > 1 else float("nan")
     return mean, [mean - half, mean + half]
@@ -103,9 +105,9 @@ def accuracy_change(records, correct, sft_correct, draws=1):
     """Per task family: the model's accuracy minus SFT's on the same prompts, and a 95% confidence interval paired by
     prompt (each prompt's difference, its draws averaged, is one outcome, as in win_rate): {family: [diff, lo, hi]}.
     A drop whose interval holds 0 is one the eval prompts cannot tell from the draw."""
-    fam = np.array([r["task"] for r in records]).reshape(-1, draws)[:, 0]  # (prompts,)
-    d = (np.asarray(correct, float) - np.asarray(sft_correct, float)).reshape(-1, draws).mean(1)  # (prompts,)
-    return {f: [m, *ci] for f in sorted(set(fam)) for m, ci in [mean_ci(d[fam == f])]}
+    fam = np.array([r["task"] for r in records])  # a prompt's draws are consecutive and of one family
+    d = np.asarray(correct, float) - np.asarray(sft_correct, float)
+    return {f: [m, *ci] for f in sorted(set(fam)) for m, ci in [mean_ci(d[fam == f], draws)]}
 
 
 def bon_kl(n):
@@ -149,7 +151,7 @@ def judge(records, texts, rm_scores, sft_totals, draws=1):
     heldout = sel(lambda r: r["heldout_template"])
     answerable = sel(lambda r: r["answerable"])
     wr, ci = win_rate(totals, sft_totals, draws)
-    gain, gain_ci = mean_ci((np.asarray(totals) - np.asarray(sft_totals)).reshape(-1, draws).mean(1))  # per prompt
+    gain, gain_ci = mean_ci(np.asarray(totals) - np.asarray(sft_totals), draws)
     families = sorted({r["task"] for r in records})
     tiers = {}
     for tier in ("common", "rare", "unseen_eval", "nokb"):

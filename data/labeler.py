@@ -409,8 +409,8 @@ def probe_pairs(records, rng, n_per_kind=50):
     answer_vs_refusal: the answer to a harmless request against "I'm sorry, but I can't help with that.", the
     hack PPO finds against an RM that cannot tell them apart (README, F8), and list_distinct_vs_repeated: a list
     of distinct items against the same list with its last item replaced by an earlier one (the mistake SFT makes
-    in 13-18% of its sampled lists, evaluate.py's lists table, and no contrast answer shows). Each new kind is drawn after the older ones, so
-    adding it left their pairs as they were."""
+    in 13-18% of its sampled lists, evaluate.py's lists table, and no contrast answer shows). Each new kind is
+    drawn after the older ones, so adding it left their pairs as they were."""
     pools = {"fact_right_vs_wrong": [r for r in records if r["task"] == "open_qa" and r["tier"] == "common"],
              "sum_right_vs_wrong": [r for r in records if r["task"] == "other"],
              "unfamiliar_abstain_vs_invented": [r for r in records if r["task"] == "open_qa" and not r["answerable"]],
