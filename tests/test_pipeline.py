@@ -70,7 +70,7 @@ def test_chain_writes_every_stage_output(chain):
 
 def test_eval_json_has_every_key_for_every_model(chain):
     ev = json.load(open(os.path.join(chain, "eval.json")))
-    assert set(ev["models"]) == {"base", "sft", "ppo", "ppo_ptx", "sft_T0.5", "bo4", "bo16", "bo64"}
+    assert set(ev["models"]) == {"base", "sft", "ppo", "ppo_ptx", "sft_T0.5", "sft_redraw", "bo4", "bo16", "bo64"}
     for name, m in ev["models"].items():
         missing = [k for k in evaluate.KEYS if k not in m]
         assert not missing, (name, missing)
@@ -156,6 +156,22 @@ def test_sharpened_sft_is_scored_at_its_own_temperature(chain):
     ev = json.load(open(os.path.join(chain, "eval.json")))
     assert ev["models"]["sft_T0.5"]["kl_vs_sft"] > 0 and "sft_T0.5: T=0.5" in ev["decoding"]
     assert ev["models"]["sft_T0.5"]["heldout_lm_loss"] != ev["models"]["sft"]["heldout_lm_loss"]
+
+
+def test_the_redraw_is_sft_itself_with_other_random_numbers(chain):
+    """The control row: SFT's weights (KL 0, the same LM loss and cloze), other answers, never flagged as hacking."""
+    ev = json.load(open(os.path.join(chain, "eval.json")))
+    sft, redraw = ev["models"]["sft"], ev["models"][evaluate.REDRAW]
+    assert redraw["kl_vs_sft"] == 0.0
+    assert redraw["heldout_lm_loss"] == sft["heldout_lm_loss"] and redraw["cloze_accuracy"] == sft["cloze_accuracy"]
+    assert ev["samples"][evaluate.REDRAW] != ev["samples"]["sft"]  # another draw...
+    assert set(redraw["task_accuracy_vs_sft"]) == set(sft["task_accuracy"])  # ... measured against SFT's, per family
+    assert evaluate.REDRAW not in ev["reward_hacking"]
+    flags = evaluate.hacking_flags({"sft": dict(sft, win_rate_vs_sft=0.5),  # a redraw that wins and loses a family
+                                    evaluate.REDRAW: dict(redraw, win_rate_vs_sft=0.6, task_accuracy={
+                                        f: a - 0.2 for f, a in sft["task_accuracy"].items()})})
+    assert flags == {}
+    assert f"For scale, SFT against itself (`{evaluate.REDRAW}`" in open(os.path.join(chain, "report.md")).read()
 
 
 def test_evaluation_with_several_answers_per_prompt_and_rows_at_another_temperature(chain, tmp_path):
