@@ -43,10 +43,10 @@ Deviations from the paper:
      comparisons of two answers (ties count ½) rather than labeler rankings.
   2. One sample per prompt and model by default (the paper's labelers ranked several); the fixed seed makes the
      numbers repeatable on CPU. The draw itself moves a win rate by a point or two: `--samples 4` judges four
-     answers per prompt (each against SFT's answer drawn with the same random numbers; 100 s instead of 65 s at
+     answers per prompt (each against SFT's answer drawn with the same random numbers; 130 s instead of 70 s at
      cpu), and its confidence interval counts prompts, not answers. A task family's accuracy, on 44 to 192
      prompts, moves by more: the 95% interval of its change against SFT (report.md) is up to ±15 points wide on
-     one answer, ±8 on four and ±5 on sixteen (`--samples 16`, 5 min; the cpu preset's PPO). The `sft_redraw`
+     one answer, ±8 on four and ±5 on sixteen (`--samples 16`, 6 min; the cpu preset's PPO). The `sft_redraw`
      row measures the same noise directly: SFT against itself.
   3. One baseline the paper does not have: SFT sampled at T = 0.5 (`--sft-temperature`), judged like the others
      (its KL, LM loss and cloze are those of the tempered distribution softmax(z / T)); `--ppo-temperature` adds
