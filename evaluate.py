@@ -423,7 +423,7 @@ def report(out, res, top, flags):
         drops = {f: a - res["sft"]["task_accuracy"][f] for f, a in res[REDRAW]["task_accuracy"].items()}
         drops = {f: d for f, d in drops.items() if d < -0.03}
         lines += [f"For scale, SFT against itself (`{REDRAW}`, another draw) falls more than 3 points on "
-                  + (", ".join(f"{f} ({d:+.0%})" for f, d in drops.items()) if drops else "no family")
+                  + (", ".join(f"{f} ({100 * d:+.1f} points)" for f, d in drops.items()) if drops else "no family")
                   + f" and wins {res[REDRAW]['win_rate_vs_sft']:.1%}.", ""]
     if not flags:
         lines.append("No model wins against SFT while losing per-task accuracy (> 3 points) or abstaining more on "
