@@ -113,8 +113,8 @@ class Config:
     # and dev gold down in 7 iterations). 0.1 keeps it a correction rather than the objective. With β = 0.1 it is
     # still more than a correction (EARLIER_RUNS.md, the first run): PPO-ptx wins 48.1% against SFT while the
     # corpus loss falls 4.92 -> 3.49; 0.03 leaves the corpus loss falling almost as fast and keeps SFT. On the
-    # eleventh run's round-2 RM, 0.1 kept SFT (every check vetoed) and 0.01 kept a checkpoint for three seeds of
-    # three (iterations 40, 40, 10): its held-out LM loss well below SFT's (README, F6) and, on sixteen eval
+    # eleventh run's round-2 RM, 0.1 kept SFT (every check vetoed) and 0.01 kept a checkpoint for four seeds of
+    # four (iterations 40, 40, 10, 30): its held-out LM loss well below SFT's (README, F6) and, on sixteen eval
     # answers, a gold gain like PPO's with its task families within what SFT's own redraw moves, where PPO's were
     # not (README, "On sixteen answers, over seeds"); 0.003 less of both.
     ptx_default: float = 0.01
