@@ -493,6 +493,7 @@ def main():
 
     rm_score = (lambda rs, ts: rm_score_texts(rm, enc, rs, ts, device)) if rm is not None else None  # noqa: E731
     texts, res, totals, correct = {}, {}, {}, {}
+    of_model = {}  # (checkpoint, temperature) -> held-out LM loss, cloze, KL: of the distribution, not the draw
     for n in ["sft"] + [n for n in names if n != "sft"]:
         src, t = tempered.get(n, ("sft" if n == REDRAW else n, TEMPERATURE))
         m = sft if src == "sft" else load(src).eval()
@@ -505,11 +506,13 @@ def main():
         if n != "sft":
             res[n]["task_accuracy_vs_sft"] = accuracy_change(drawn, correct[n], correct["sft"], args.samples)
         res[n]["lists"] = list_mistakes(drawn, texts[n], rm_score)
-        res[n]["heldout_lm_loss"] = heldout_lm_loss(m, lm_tokens, S["lm_batches"], m.cfg.block_size, device, t)
-        res[n]["cloze_accuracy"] = cloze_accuracy(m, enc, cloze, device, t)
-        kl_recs = records[: S["kl_prompts"]]
-        res[n]["kl_vs_sft"] = 0.0 if n == "sft" else kl_to_sft(m, sft, enc, kl_recs, S["max_new_tokens"], device,
-                                                                args.seed, t)
+        if (src, t) not in of_model:  # the redraw is SFT's distribution: measured once
+            lm = heldout_lm_loss(m, lm_tokens, S["lm_batches"], m.cfg.block_size, device, t)
+            cz = cloze_accuracy(m, enc, cloze, device, t)
+            kl = 0.0 if (src, t) == ("sft", TEMPERATURE) else kl_to_sft(m, sft, enc, records[: S["kl_prompts"]],
+                                                                        S["max_new_tokens"], device, args.seed, t)
+            of_model[src, t] = dict(heldout_lm_loss=lm, cloze_accuracy=cz, kl_vs_sft=kl)
+        res[n].update(of_model[src, t])
         print(f"{n:8s} win vs SFT {res[n]['win_rate_vs_sft']:.3f}  gold {res[n]['gold_total']:+.3f} "
               f"({res[n]['gold_vs_sft']:+.3f} vs SFT)  "
               f"known facts {res[n]['known_fact_accuracy']:.2f}  halluc. unseen {res[n]['hallucination_rate_unseen']:.2f}  "
