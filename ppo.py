@@ -72,9 +72,9 @@ Deviations from the paper:
      "I don't know" on known entities; a larger β slows it, so that later checkpoints pass the veto. β = 0.1 was
      the default up to the eleventh run; against its second-round RM, judged on sixteen eval answers, PPO kept
      every task family within 3 points of SFT's accuracy on three seeds of nine at β = 0.1, three of four at 0.2
-     and seven of eight at 0.4, at a like gold gain (README, "On sixteen answers, over seeds"), so the twelfth run
-     made 0.4 the default. At 0.4 the first round still drifts to "I don't know", more slowly, and the second
-     round's comparisons still repair it (README, "What this run shows"). The RM's log-likelihood term
+     and seven of eight at 0.4, at a like gold gain (EARLIER_RUNS.md, "On sixteen answers, over seeds"), so the
+     twelfth run made 0.4 the default. At 0.4 the first round still drifts to "I don't know", more slowly, and the
+     second round's comparisons still repair it (README, "What this run shows"). The RM's log-likelihood term
      (reward.py deviation 5) is a second brake of the same kind: its mean over the policy's samples is
      −α·(KL(π‖p_θ) + H(π)), so `--kl-coef 0` still leaves α = 0.3 per nat toward the RM's language model. Against
      the paper's RM (`reward.py --loglik-coef 0`), β = 0 leaves none: `make nokl` runs both, and there the RM score
@@ -116,10 +116,10 @@ class Config:
     # and dev gold down in 7 iterations). 0.1 keeps it a correction rather than the objective. With β = 0.1 it is
     # still more than a correction (EARLIER_RUNS.md, the first run): PPO-ptx wins 48.1% against SFT while the
     # corpus loss falls 4.92 -> 3.49; 0.03 leaves the corpus loss falling almost as fast and keeps SFT. On the
-    # eleventh run's round-2 RM, 0.1 kept SFT (every check vetoed) and 0.01 kept a checkpoint for eight seeds of
-    # eight: its held-out LM loss well below SFT's (README, F6) and, on sixteen eval answers, a gold gain like PPO's,
-    # with a task family lost beyond what SFT's own redraw moves on one seed of eight, PPO's on five of nine (README,
-    # "On sixteen answers, over seeds"); 0.003 less of both.
+    # eleventh run's round-2 RM (β = 0.1), 0.1 kept SFT (every check vetoed) and 0.01 kept a checkpoint for eight
+    # seeds of eight: its held-out LM loss well below SFT's and, on sixteen eval answers, a gold gain like PPO's, with
+    # a task family lost beyond what SFT's own redraw moves on one seed of eight, PPO's on five of nine
+    # (EARLIER_RUNS.md, "On sixteen answers, over seeds"); 0.003 less of both. At β = 0.4: README, F6 and F9.
     ptx_default: float = 0.01
     ptx_batch: int = 4
     clip: float = 0.2  # ε of the clipped surrogate
