@@ -27,7 +27,8 @@ Steps:
      to comparisons.jsonl — open it to see what the RM learns.
   2. Train: RM = SFT body + a scalar head read at the final <|endoftext|> + α times the log-likelihood the RM's
      own language model gives the response (deviation 5); eq. (1), all pairs of a prompt in one batch element,
-     each response forwarded once; the epoch with the lowest held-out loss (eq. 1) is kept.
+     each response forwarded once; the epoch with the lowest held-out loss (eq. 1) is kept, and training stops
+     at the first epoch that does not lower it.
   3. Normalise: shift the head's bias so the demonstrations score mean 0.
   4. Measure: held-out pairwise accuracy vs the noisy labels and vs the gold order, next to the ceiling (two
      independent simulated labelers' agreement), the same vs gold on pairs of two of the policy's own samples
@@ -58,7 +59,9 @@ Deviations from the paper:
      2026-12, moves by less than its noise between epochs (160 prompts, ~3k pairs, standard error ~0.8 points):
      68.3%, 67.5%, 68.3% in one run, where the tie kept epoch 1, whose right > "I don't know" was 0.47; the same
      comparisons trained in fp32 kept epoch 3 (68.4%) at 0.74, with a break-even P(right) of 0.39 instead of 1.00
-     (EARLIER_RUNS.md, "Tried and not kept").
+     (EARLIER_RUNS.md, "Tried and not kept"). Training stops at the first epoch that does not lower the held-out
+     loss: the second round, over old + new comparisons, had 0.585, 0.586, 0.587 and kept epoch 1, so its third
+     epoch, two minutes here, only made a model that was not kept (README, "Time per stage").
   4. The labelers are simulated (data/labeler.py): Plackett-Luce on a gold score, with noise calibrated to the
      paper's 73% inter-labeler agreement.
   5. The RM keeps the SFT model's unembedding: r_θ(x, y) = w·h_EOT + b + α·log p_θ(y|x), with a fixed α = 0.3
@@ -109,7 +112,7 @@ class Config:
     p_contrast: float = 0.5  # chance a prompt (not a knowledge question or a sum) gets contrast answers
     max_new_tokens: int = 64
     val_fraction: float = 0.1
-    epochs: int = 3
+    epochs: int = 3  # at most: training stops at the first epoch whose held-out loss is not the lowest (deviation 3)
     batch_prompts: int = 16
     lr: float = 2e-4
     loglik_coef: float = 0.3  # α, the fixed weight of the log-likelihood term (deviation 5); 0 = the paper's RM
@@ -481,6 +484,9 @@ def main():
               f"vs gold {ev['acc_vs_gold']:.3f} (ceiling {ceiling:.3f})")
         if ev["loss"] < best[0]:
             best = (ev["loss"], copy.deepcopy(rm.state_dict()), epoch + 1, ev)
+        elif epoch + 1 < cfg.epochs:  # early stopping: the held-out loss stopped falling (deviation 3)
+            print(f"held-out loss above epoch {best[2]}'s: stopping after epoch {epoch + 1} of {cfg.epochs}")
+            break
     rm.load_state_dict(best[1])
     print(f"keeping epoch {best[2]}")
 
@@ -520,7 +526,7 @@ def main():
     metrics = dict(round=args.round, acc_vs_labels=best[3]["acc_vs_labels"], acc_vs_gold=best[3]["acc_vs_gold"],
                    acc_vs_gold_policy_pairs=best[3]["acc_vs_gold_policy_pairs"], policy_pairs_by_task=own,
                    heldout_loss=best[3]["loss"], labeler_agreement=ceiling, chosen_epoch=best[2],
-                   epochs=log["epoch"], val_acc=log["val_acc"], val_gold_acc=log["val_gold_acc"],
+                   epochs=log["epoch"], val_loss=log["val_loss"], val_acc=log["val_acc"], val_gold_acc=log["val_gold_acc"],
                    all_tied_share=float(ties), n_train_prompts=len(train), n_val_prompts=len(val),
                    bias_shift=shift, loglik_coef=rm.score_loglik.item(), probe=probe, break_even=be, collect_seconds=collect_time, total_seconds=total_time,
                    config=asdict(cfg))

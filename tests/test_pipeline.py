@@ -287,6 +287,20 @@ def test_two_rounds_collect_from_the_last_policy_and_keep_each_rounds_rm(chain, 
     assert ev["reward_model"] == "rm_round2.pt" and ev["rm_accuracy"] == history[-1]["acc_vs_labels"]
 
 
+def test_rm_training_stops_at_the_first_epoch_that_does_not_lower_the_held_out_loss(chain, tmp_path, monkeypatch):
+    """reward.py deviation 3: the epoch with the lowest held-out loss is kept, and the epochs after the first one
+    that does not lower it are not run. Held-out losses scripted: 1.0 before training, then 0.9, 0.95, (0.5)."""
+    real_eval, losses = reward.evaluate_rm, iter([1.0, 0.9, 0.95, 0.5])
+    monkeypatch.setattr(reward, "evaluate_rm", lambda *a, **kw: {**real_eval(*a, **kw), "loss": next(losses)})
+    out = str(tmp_path)
+    for f in ("base.pt", "sft.pt"):
+        os.symlink(os.path.join(chain, f), os.path.join(out, f))
+    run(reward, "--preset", "test", "--out", out, "--epochs", "3")
+    metrics = json.load(open(os.path.join(out, "reward_metrics.json")))
+    assert metrics["epochs"] == [1, 2] and metrics["val_loss"] == [0.9, 0.95]
+    assert metrics["chosen_epoch"] == 1 and metrics["heldout_loss"] == 0.9
+
+
 def test_a_later_round_keeps_the_settings_of_the_rm_it_continues(chain, tmp_path):
     """`ppo.py --rounds` runs reward.py without the first round's flags: round 2 must continue the paper's RM
     (α = 0) as one, not turn it into ours (the preset's α), and keep the other settings (here K)."""
