@@ -526,8 +526,9 @@ def main():
     metrics = dict(round=args.round, acc_vs_labels=best[3]["acc_vs_labels"], acc_vs_gold=best[3]["acc_vs_gold"],
                    acc_vs_gold_policy_pairs=best[3]["acc_vs_gold_policy_pairs"], policy_pairs_by_task=own,
                    heldout_loss=best[3]["loss"], labeler_agreement=ceiling, chosen_epoch=best[2],
-                   epochs=log["epoch"], val_loss=log["val_loss"], val_acc=log["val_acc"], val_gold_acc=log["val_gold_acc"],
-                   all_tied_share=float(ties), n_train_prompts=len(train), n_val_prompts=len(val),
+                   epochs=log["epoch"], val_loss=log["val_loss"], val_acc=log["val_acc"],
+                   val_gold_acc=log["val_gold_acc"], all_tied_share=float(ties), n_train_prompts=len(train),
+                   n_val_prompts=len(val),
                    bias_shift=shift, loglik_coef=rm.score_loglik.item(), probe=probe, break_even=be, collect_seconds=collect_time, total_seconds=total_time,
                    config=asdict(cfg))
     # iterated RLHF: keep every round's accuracy and probe
